@@ -1,0 +1,79 @@
+"""Where generated files go: object storage, and an on-disk spool when storage fails.
+
+Paid GPU work is never thrown away. An output whose upload fails is kept in the spool under its
+content-addressed key and the caller gets 503 + Retry-After; the next identical request uploads it from
+the spool instead of generating again, and a background thread drains the spool (at start too, so outputs
+spooled before a crash reach storage). Storage calls are blocking, so they run in threads, never on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from services import spool as spooling
+from services.metrics import metrics
+from services.settings import Settings
+from services.storage import ObjectStore, StorageError, open_store
+
+logger = logging.getLogger("genmedia")
+
+DRAIN_INTERVAL_S = 30
+
+
+class OutputStore:
+    """Storage for one capability's outputs (`images`, `audio`), with a spool when `spooled` is set."""
+
+    def __init__(self, capability: str, settings: Settings, *, spooled: bool = True):
+        self.capability = capability
+        self.store: ObjectStore = open_store(settings)
+        self.spool = spooling.Spool(settings.spool_dir / capability) if spooled else None
+
+    def public_url(self, key: str) -> str:
+        return self.store.public_url(key)
+
+    async def find(self, key: str, where: str) -> bool:
+        """True when `key` is in storage, uploading it from the spool first if it was spooled.
+
+        Raises `StorageUnavailable` when the output is spooled but storage is still down: the client
+        retries later and the GPU is not woken for work already done. When storage cannot even say whether
+        the key exists, this answers False so the work is done (and spooled) rather than refused.
+        """
+        if self.spool is not None and await asyncio.to_thread(spooling.upload_spooled, self.store, self.spool, key):
+            metrics().spool_uploads.labels(self.capability).inc()
+            metrics().cache_hits.labels(self.capability, where).inc()
+            return True
+        try:
+            found = await asyncio.to_thread(self.store.exists, key)
+        except StorageError as error:
+            logger.warning("cache lookup skipped for %s: %s", key, error)
+            return False
+        if found:
+            metrics().cache_hits.labels(self.capability, where).inc()
+        return found
+
+    async def save(self, key: str, data: bytes, content_type: str) -> None:
+        """Upload `data` under `key`; on failure it stays in the spool and the error is raised."""
+        try:
+            await asyncio.to_thread(spooling.publish, self.store, self.spool, key, data, content_type)
+        except StorageError:
+            metrics().storage_failures.labels(self.capability).inc()
+            raise
+
+    def start_draining(self, interval_s: float = DRAIN_INTERVAL_S) -> None:
+        """Upload spooled outputs now and every `interval_s`, in a daemon thread."""
+
+        def drain_forever() -> None:
+            while True:
+                try:
+                    if drained := spooling.drain(self.store, self.spool):
+                        metrics().spool_uploads.labels(self.capability).inc(drained)
+                        logger.info("uploaded %d spooled %s output(s)", drained, self.capability)
+                except StorageError as error:
+                    logger.warning("spool drain deferred: %s", error)
+                time.sleep(interval_s)
+
+        threading.Thread(target=drain_forever, name=f"{self.capability}-spool-drain", daemon=True).start()
