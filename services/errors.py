@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from starlette.responses import JSONResponse
 
+from services import logger
 from services.storage import InvalidKey, StorageUnavailable
-
-logger = logging.getLogger("genmedia")
 
 STORAGE_RETRY_AFTER_S = 10
 

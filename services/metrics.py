@@ -47,9 +47,7 @@ def metrics() -> Metrics:
         spool_uploads=prom.Counter("genmedia_spool_uploads", "Outputs uploaded from the spool", ["capability"]),
         storage_failures=prom.Counter("genmedia_storage_failures", "Uploads that failed", ["capability"]),
         gateway_refused=prom.Counter("genmedia_gateway_refused", "Requests refused by the gateway", ["reason"]),
-        gateway_forwarded=prom.Counter(
-            "genmedia_gateway_forwarded", "Calls forwarded to a model service", ["service"]
-        ),
+        gateway_forwarded=prom.Counter("genmedia_gateway_forwarded", "Calls forwarded to a model service", ["service"]),
         backend_unavailable=prom.Counter(
             "genmedia_backend_unavailable", "Model service calls that failed as unavailable", ["service"]
         ),

@@ -10,16 +10,14 @@ event loop.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 
+from services import logger
 from services import spool as spooling
 from services.metrics import metrics
 from services.settings import Settings
 from services.storage import ObjectStore, StorageError, open_store
-
-logger = logging.getLogger("genmedia")
 
 DRAIN_INTERVAL_S = 30
 

@@ -1,0 +1,105 @@
+"""`python -m models import --profile tiny|full`: put the three role models into the BentoML model store.
+
+Each model is written into a new store version, labelled with its `profile` and `source` (a Hub id, or
+`generated` for tiny), with the metadata the gateway reads without loading weights. Importing is
+idempotent: when the latest version of a role already has the same profile and source, it is kept, so
+`make serve` can import on every start. The store is `$BENTOML_HOME/models` (default `~/bentoml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models import full, tiny
+from services.model_loading import IMAGE_CAPTIONING, ROLES, TEXT_TO_IMAGE, TEXT_TO_SPEECH
+
+GENERATED = "generated"
+
+TINY_BUILDERS = {
+    TEXT_TO_IMAGE: tiny.build_text_to_image,
+    TEXT_TO_SPEECH: tiny.build_text_to_speech,
+    IMAGE_CAPTIONING: tiny.build_image_captioning,
+}
+FULL_IMPORTERS = {
+    TEXT_TO_IMAGE: full.import_text_to_image,
+    TEXT_TO_SPEECH: full.import_text_to_speech,
+    IMAGE_CAPTIONING: full.import_image_captioning,
+}
+SOURCE_OPTIONS = {TEXT_TO_IMAGE: "image_model", TEXT_TO_SPEECH: "speech_model", IMAGE_CAPTIONING: "caption_model"}
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m models", description="Put the role models into the BentoML model store."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    importing = commands.add_parser("import", help="put the three role models into the model store")
+    importing.add_argument(
+        "--profile",
+        required=True,
+        choices=("tiny", "full"),
+        help="tiny: random weights built offline in seconds; full: the real weights from the Hugging Face Hub",
+    )
+    for role, option in SOURCE_OPTIONS.items():
+        importing.add_argument(
+            "--" + option.replace("_", "-"),
+            metavar="HUB_ID",
+            help=f"{role} model for --profile full (default {full.DEFAULT_SOURCES[role]})",
+        )
+    arguments = parser.parse_args(argv)
+    overrides = [option for option in SOURCE_OPTIONS.values() if getattr(arguments, option)]
+    if arguments.profile == "tiny" and overrides:
+        parser.error("--image-model, --speech-model and --caption-model choose --profile full's weights")
+    return arguments
+
+
+def import_model(role: str, profile: str, source: str, write: Callable[[Path], dict[str, Any]]) -> None:
+    """Write one role's model into a new store version, unless the latest one is the same import."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    labels = {"profile": profile, "source": source}
+    try:
+        latest = bentoml.models.get(f"{role}:latest")
+    except NotFound:
+        latest = None
+    if latest is not None and all(latest.info.labels.get(key) == value for key, value in labels.items()):
+        print(f"{role}: skipped, {latest.tag} is already profile={profile} source={source}", flush=True)
+        return
+
+    print(f"{role}: importing profile={profile} source={source} ...", flush=True)
+    started = time.perf_counter()
+    with bentoml.models.create(role, labels=labels) as model:
+        metadata = write(Path(model.path))
+        # Known only once the files are written; model.yaml is written when the block ends.
+        model.info.metadata.update(metadata)
+    print(f"{role}: imported {model.tag} in {time.perf_counter() - started:.1f} s, {metadata}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    started = time.perf_counter()
+    for role in ROLES:
+        if arguments.profile == "tiny":
+            source, write = GENERATED, TINY_BUILDERS[role]
+        else:
+            source = getattr(arguments, SOURCE_OPTIONS[role]) or full.DEFAULT_SOURCES[role]
+            write = functools.partial(FULL_IMPORTERS[role], source)
+        try:
+            import_model(role, arguments.profile, source, write)
+        except full.ImportFailed as error:
+            # The message says what to do; a traceback would only bury it.
+            print(f"error: {role}: {error}", file=sys.stderr)
+            return 1
+    print(f"model store ready in {time.perf_counter() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
