@@ -1,0 +1,142 @@
+"""Text to image: SDXL(-Turbo) with diffusers, one service on an L40S.
+
+Cold start: the weights are built into the Bento (model store), loaded once in `__init__`, and one tiny
+warm-up generation runs before the service reports ready, so the first user does not pay for lazy CUDA
+initialisation. A diffusers pipeline and its scheduler are not safe to share between concurrent calls
+(diffusers#3672), so denoising runs on a single thread, one request at a time; encoding and upload happen in
+other threads, so the GPU starts the next image while the previous one is written out.
+"""
+
+import asyncio
+import io
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import bentoml
+
+from services import logger
+from services.errors import ErrorBodyMiddleware, answers_errors
+from services.metrics import metrics
+from services.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
+from services.outputs import OutputStore
+from services.schemas import (
+    CONTENT_TYPES,
+    DEFAULT_IMAGE_SIDE,
+    MAX_SEED,
+    GuidanceScale,
+    ImageFormat,
+    ImageResult,
+    ImageSide,
+    NegativePrompt,
+    Prompt,
+    Seed,
+    Steps,
+    image_key,
+)
+from services.settings import get_settings
+
+ENCODE_OPTIONS = {"png": {"optimize": False}, "webp": {"quality": 90}, "jpeg": {"quality": 92}}
+
+
+def encode_image(image, format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format.upper(), **ENCODE_OPTIONS[format])
+    return buffer.getvalue()
+
+
+@bentoml.service(
+    resources={"gpu": 1, "gpu_type": "nvidia-l40s"},
+    # A request may wait for a cold start (minutes on BentoCloud) and queue behind other generations.
+    traffic={"timeout": 600, "concurrency": 4, "max_concurrency": 32},
+)
+class ImageGenerator:
+    model = bentoml.models.BentoModel(f"{TEXT_TO_IMAGE}:latest")
+
+    def __init__(self) -> None:
+        started = time.perf_counter()
+        self.device, self.dtype = pick_device()
+        self.pipeline = load_text_to_image(self.model.path, self.device, self.dtype)
+        self.version = str(self.model.tag)
+        self.default_steps = int(self.model.info.metadata["default_steps"])
+        self.default_guidance_scale = float(self.model.info.metadata["default_guidance_scale"])
+        self.denoiser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoise")
+        self.outputs = OutputStore("images", get_settings())
+        self.denoise("warm-up", None, 64, 64, 1, self.default_guidance_scale, seed=0)
+        self.outputs.start_draining()
+        logger.info(
+            "text-to-image %s (source %s) ready on %s/%s in %.1f s",
+            self.version,
+            self.model.info.labels.get("source"),
+            self.device,
+            self.dtype,
+            time.perf_counter() - started,
+        )
+
+    def denoise(self, prompt, negative_prompt, width, height, steps, guidance_scale, seed):
+        import torch
+
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return self.pipeline(
+            prompt=prompt,
+            negative_prompt=negative_prompt or None,
+            width=width,
+            height=height,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+        ).images[0]
+
+    @bentoml.api(route="/generate_image")
+    @answers_errors
+    async def generate_image(
+        self,
+        prompt: Prompt = "a watercolor painting of a fox in a snowy forest",
+        negative_prompt: NegativePrompt | None = None,
+        width: ImageSide = DEFAULT_IMAGE_SIDE,
+        height: ImageSide = DEFAULT_IMAGE_SIDE,
+        steps: Steps | None = None,
+        guidance_scale: GuidanceScale | None = None,
+        seed: Seed | None = None,
+        format: ImageFormat = "png",
+    ) -> ImageResult:
+        """Generate an image, store it, and answer its key and URL (from storage when already made)."""
+        steps = steps or self.default_steps
+        guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
+        seed = secrets.randbelow(MAX_SEED) if seed is None else seed
+        key = image_key(
+            self.version,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            format=format,
+        )
+        result = ImageResult(
+            file_key=key,
+            public_url=self.outputs.public_url(key),
+            seed=seed,
+            width=width,
+            height=height,
+            format=format,
+            model=self.version,
+            cached=True,
+        )
+        if await self.outputs.find(key, where="service"):
+            return result
+
+        started = time.perf_counter()
+        image = await asyncio.get_running_loop().run_in_executor(
+            self.denoiser, self.denoise, prompt, negative_prompt, width, height, steps, guidance_scale, seed
+        )
+        metrics().generation_seconds.labels("images").observe(time.perf_counter() - started)
+        metrics().outputs_generated.labels("images").inc()
+        data = await asyncio.to_thread(encode_image, image, format)
+        await self.outputs.save(key, data, CONTENT_TYPES[format])
+        return result.model_copy(update={"cached": False})
+
+
+ImageGenerator.add_asgi_middleware(ErrorBodyMiddleware)

@@ -1,0 +1,175 @@
+"""The text-to-image service alone (`bentoml serve services.image_generation:ImageGenerator`), tiny model,
+storing into the Supabase Storage test server through the real client."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image, ImageChops
+
+from tests.serving import Server, base_env
+from tests.storage_server import FakeSupabaseStorage
+
+BUCKET = "images-test"
+GENERATED = ("genmedia_outputs_generated_total", {"capability": "images"})
+
+
+@pytest.fixture(scope="module")
+def storage():
+    with FakeSupabaseStorage() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def image_service(tiny_store, storage, tmp_path_factory):
+    work = tmp_path_factory.mktemp("image-service")
+    env = base_env(
+        tiny_store,
+        STORAGE_BACKEND="supabase",
+        SUPABASE_URL=storage.url,
+        SUPABASE_SERVICE_ROLE_KEY=storage.service_key,
+        SUPABASE_BUCKET=BUCKET,
+        SPOOL_DIR=str(work / "spool"),
+        STORAGE_TIMEOUT_S="1",
+        STORAGE_RETRY_BUDGET_S="2",
+    )
+    server = Server("services.image_generation:ImageGenerator", env, work / "server.log").start()
+    yield server
+    server.stop()
+
+
+def generate(service: Server, **request) -> httpx.Response:
+    return httpx.post(f"{service.url}/generate_image", json={"prompt": "a red fox", **request}, timeout=120)
+
+
+def fetch_image(url: str) -> tuple[Image.Image, str]:
+    response = httpx.get(url, timeout=30)
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content)), response.headers["content-type"]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "size", "pil_format", "content_type"),
+    [
+        ({"width": 128, "height": 96, "seed": 1}, (128, 96), "PNG", "image/png"),
+        ({"width": 64, "height": 128, "seed": 2, "format": "webp"}, (64, 128), "WEBP", "image/webp"),
+        ({"width": 96, "height": 64, "seed": 3, "format": "jpeg"}, (96, 64), "JPEG", "image/jpeg"),
+        ({"seed": 4}, (512, 512), "PNG", "image/png"),
+    ],
+)
+def test_stored_image_decodes_in_requested_format_and_size(
+    image_service, request_fields, size, pil_format, content_type
+):
+    response = generate(image_service, **request_fields)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["width"], result["height"]) == size
+    assert result["file_key"].startswith("images/") and result["file_key"].endswith(
+        "." + request_fields.get("format", "png")
+    )
+    assert result["model"].startswith("text-to-image:")
+    image, served_type = fetch_image(result["public_url"])
+    assert image.format == pil_format
+    assert image.size == size
+    assert served_type == content_type
+    image.load()
+
+
+def test_seed_is_drawn_when_absent_and_returned(image_service):
+    first, second = (generate(image_service, width=64, height=64).json() for _ in range(2))
+    assert 0 <= first["seed"] < 2**32
+    assert first["seed"] != second["seed"]
+    assert first["file_key"] != second["file_key"]
+
+
+def test_same_seed_is_answered_from_storage_without_generating(image_service):
+    generated_before = image_service.metric(GENERATED[0], **GENERATED[1])
+    first = generate(image_service, width=64, height=64, seed=42)
+    assert first.status_code == 200 and first.json()["cached"] is False
+    assert image_service.metric(GENERATED[0], **GENERATED[1]) == generated_before + 1
+    generated_before += 1
+    second = generate(image_service, width=64, height=64, seed=42)
+    assert second.status_code == 200
+    assert second.json()["cached"] is True
+    assert second.json()["file_key"] == first.json()["file_key"]
+    assert image_service.metric(GENERATED[0], **GENERATED[1]) == generated_before
+    assert image_service.metric("genmedia_cache_hits_total", capability="images", where="service") >= 1
+
+
+def test_different_seeds_give_different_keys_and_pixels(image_service):
+    one, two = (generate(image_service, width=64, height=64, seed=seed).json() for seed in (100, 101))
+    assert one["file_key"] != two["file_key"]
+    image_one, _ = fetch_image(one["public_url"])
+    image_two, _ = fetch_image(two["public_url"])
+    assert ImageChops.difference(image_one.convert("RGB"), image_two.convert("RGB")).getbbox() is not None
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 1001}, "prompt"),
+        ({"prompt": "x" * 100_000}, "prompt"),
+        ({"prompt": 12}, "prompt"),
+        ({"negative_prompt": "x" * 1001}, "negative_prompt"),
+        ({"width": 100}, "width"),
+        ({"width": 56}, "width"),
+        ({"height": 1544}, "height"),
+        ({"width": "wide"}, "width"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 101}, "steps"),
+        ({"guidance_scale": -1}, "guidance_scale"),
+        ({"guidance_scale": 20.5}, "guidance_scale"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"format": "gif"}, "format"),
+    ],
+)
+def test_invalid_input_is_refused_naming_the_field(image_service, request_fields, field):
+    response = generate(image_service, **request_fields)
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert message.startswith(f"{field}:"), message
+
+
+def test_storage_outage_gives_503_and_the_spooled_image_is_uploaded_without_regenerating(image_service, storage):
+    request = {"width": 64, "height": 64, "seed": 7}
+    storage.set_down(True)
+    try:
+        generated_before = image_service.metric(GENERATED[0], **GENERATED[1])
+        failed = generate(image_service, **request)
+        assert failed.status_code == 503
+        assert int(failed.headers["Retry-After"]) > 0
+        assert "Supabase Storage" in failed.json()["error"]
+        assert storage.service_key not in failed.text
+        assert image_service.metric(GENERATED[0], **GENERATED[1]) == generated_before + 1
+    finally:
+        storage.set_down(False)
+    recovered = generate(image_service, **request)
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["cached"] is True
+    assert image_service.metric(GENERATED[0], **GENERATED[1]) == generated_before + 1
+    image, _ = fetch_image(recovered.json()["public_url"])
+    assert image.size == (64, 64)
+
+
+def test_concurrent_requests_do_not_interfere(image_service, storage):
+    seeds = list(range(500, 508))
+    alone = {}
+    for seed in seeds:
+        result = generate(image_service, width=64, height=64, seed=seed).json()
+        alone[seed] = httpx.get(result["public_url"], timeout=30).content
+        # Forget the stored copy so the concurrent run really generates again.
+        del storage.objects[(BUCKET, result["file_key"])]
+
+    with ThreadPoolExecutor(max_workers=len(seeds)) as pool:
+        responses = list(pool.map(lambda seed: generate(image_service, width=64, height=64, seed=seed), seeds))
+    for seed, response in zip(seeds, responses, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json()["cached"] is False
+        together = httpx.get(response.json()["public_url"], timeout=30).content
+        assert together == alone[seed], f"seed {seed} differs when generated concurrently"
