@@ -1,0 +1,167 @@
+"""Image captioning: BLIP (or ViT-GPT2) on two CPU cores, with adaptive batching.
+
+A captioner is small enough to run on CPUs, so this service never asks for a GPU: it loads on the CPU in
+float32 even where CUDA is visible, and pins PyTorch to the cores it reserves. The weights come from the
+model store and one warm-up caption runs in `__init__`, before the service reports ready.
+
+A request goes through two steps:
+1. `caption_image` checks and decodes the upload (`services.uploads`, the gateway's own check) and shrinks
+   it to the model's input size, in a thread, so big photos decode in parallel and never hold up the model;
+2. it then calls `caption_batch` through the service's own client (`self.to_async`), and BentoML's
+   dispatcher merges the images of concurrent requests into one `generate` call. Captions are decoded
+   deterministically (greedy, no sampling), so an image gets the same caption alone or in a batch.
+"""
+
+import asyncio
+import io
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+from PIL import Image
+from pydantic import WrapValidator
+
+from services import logger
+from services.errors import ErrorBodyMiddleware, Unavailable, answers_errors
+from services.metrics import metrics
+from services.model_loading import IMAGE_CAPTIONING, load_image_captioner
+from services.schemas import ACCEPTED_IMAGE_FORMATS, MAX_IMAGE_PIXELS, CaptionResult
+from services.uploads import read_upload_image
+
+CPUS = 2
+# Greedy decoding: deterministic, and on a CPU beam search would cost as many decoder passes as beams (BLIP's
+# decoder recomputes its cross-attention over all image patches at every token). A caption is one sentence;
+# 30 tokens leave room for a long one.
+NUM_BEAMS = 1
+MAX_NEW_TOKENS = 30
+# Measured on this project's 2-core dev machine (torch 2.11 CPU, greedy, 20 tokens):
+# - BLIP-large's shape (ViT-L/16 at 384 px, the `full` profile): about 21-26 CPU-seconds per image (11 s of
+#   wall time on 2 idle cores) at batch sizes 1, 2 and 4 alike. The decoder is compute-bound, so a batch
+#   brings no throughput, only waits for everyone in it until the last caption is done.
+# - the `tiny` profile (and small models such as ViT-GPT2): per-call overhead dominates, 170-200 ms per pass
+#   whether it holds 1 or 16 images, so a batch of n is nearly n times the throughput.
+# A cap of 4 takes most of the small models' gain and keeps BLIP-large's longest pass near 45 s.
+MAX_BATCH_SIZE = 4
+# The dispatcher answers 503 when a request's wait plus its predicted pass would exceed this: a pass of 4
+# on BLIP-large running ahead of it and then its own (2 × 45 s), so a burst queues instead of failing.
+MAX_LATENCY_MS = 90_000
+BUSY_RETRY_AFTER_S = 10
+
+
+def within_upload_rules(value, decode) -> Image.Image:
+    """`caption_batch` is a route too: what reaches it from outside keeps to the upload rules, or gets a 400.
+
+    BentoML opens each image lazily, so only its header has been read when this runs.
+    """
+    limit = f"the {MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit"
+    try:
+        image = decode(value)
+    except Image.DecompressionBombError:
+        raise ValueError(f"over {limit}") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ValueError("not a readable PNG, JPEG or WebP image") from None
+    if image.format not in ACCEPTED_IMAGE_FORMATS:
+        raise ValueError("not a PNG, JPEG or WebP image")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{image.width}×{image.height} pixels is over {limit}")
+    return image
+
+
+BatchImage = Annotated[Image.Image, WrapValidator(within_upload_rules)]
+
+
+@bentoml.service(
+    resources={"cpu": str(CPUS)},
+    # The timeout covers MAX_LATENCY_MS; each caption holds two slots, its own request and its `caption_batch`.
+    traffic={"timeout": 120, "concurrency": 8, "max_concurrency": 64},
+)
+class ImageCaptioner:
+    model = bentoml.models.BentoModel(f"{IMAGE_CAPTIONING}:latest")
+
+    def __init__(self) -> None:
+        import torch
+
+        started = time.perf_counter()
+        # One thread per reserved core: PyTorch would otherwise start one per host core and oversubscribe.
+        # OMP_NUM_THREADS overrides it, for machines where other processes share these cores.
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(CPUS)
+        self.captioner = load_image_captioner(self.model.path, "cpu", torch.float32)
+        self.version = str(self.model.tag)
+        self.input_size, self.resample = model_input_size(self.captioner.processor)
+        self.describe([Image.new("RGB", (64, 64), "gray")])
+        logger.info(
+            "image-captioning %s (source %s, %s) ready on cpu in %.1f s",
+            self.version,
+            self.model.info.labels.get("source"),
+            self.captioner.architecture,
+            time.perf_counter() - started,
+        )
+
+    def describe(self, images: list[Image.Image]) -> list[str]:
+        """One forward pass: a caption for each image."""
+        import torch
+
+        pixel_values = self.captioner.processor(images=images, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            ids = self.captioner.model.generate(
+                pixel_values=pixel_values, num_beams=NUM_BEAMS, do_sample=False, max_new_tokens=MAX_NEW_TOKENS
+            )
+        return [caption.strip() for caption in self.captioner.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def model_input(self, path: Path) -> Image.Image:
+        """The upload, checked, upright, RGB and at the model's input size, as a PNG `caption_batch` can carry.
+
+        The processor would resize to this size with this filter anyway (PIL, no reducing gap), so the model
+        sees the same pixels; what crosses to the batch is a few hundred kilobytes, not a 40-megapixel photo.
+        """
+        image = read_upload_image(path)
+        if self.input_size is not None:
+            image = image.resize(self.input_size, resample=self.resample, reducing_gap=None)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        # BentoML's client sends an image as the file it was opened from, read from where that file stands.
+        sendable = Image.open(buffer, formats=["PNG"])
+        buffer.seek(0)
+        return sendable
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def caption_batch(self, images: list[BatchImage]) -> list[str]:
+        """Captions for images already at the model's input size; BentoML merges concurrent calls."""
+        started = time.perf_counter()
+        captions = self.describe(images)
+        metrics().caption_batch_size.observe(len(images))
+        metrics().generation_seconds.labels("captions").observe(time.perf_counter() - started)
+        metrics().outputs_generated.labels("captions").inc(len(images))
+        return captions
+
+    @bentoml.api(route="/caption_image")
+    @answers_errors
+    async def caption_image(self, image: Path) -> CaptionResult:
+        """Caption an uploaded PNG, JPEG or WebP image (multipart field `image`)."""
+        picture = await asyncio.to_thread(self.model_input, image)
+        try:
+            [caption] = await self.to_async.caption_batch([picture])
+        except BentoMLException as error:
+            if int(error.error_code) not in (429, 503):
+                raise
+            # The dispatcher could not fit the request within MAX_LATENCY_MS, or all slots are taken.
+            raise Unavailable(
+                f"Image captioning is busy; retry in {BUSY_RETRY_AFTER_S} s.", retry_after=BUSY_RETRY_AFTER_S
+            ) from None
+        return CaptionResult(caption=caption, model=self.version)
+
+
+def model_input_size(processor) -> tuple[tuple[int, int] | None, int]:
+    """The (width, height) and PIL filter the model's image processor resizes to; None if not a fixed size."""
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None) or {}
+    if not getattr(image_processor, "do_resize", False) or not {"height", "width"} <= set(size):
+        return None, Image.Resampling.BICUBIC
+    return (size["width"], size["height"]), int(image_processor.resample)
+
+
+ImageCaptioner.add_asgi_middleware(ErrorBodyMiddleware)
