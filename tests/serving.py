@@ -43,28 +43,42 @@ def base_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def private_home(shared_home: Path, work_dir: Path) -> Path:
+    """A BENTOML_HOME of one server's own that sees the shared store's models and bentos.
+
+    A starting server wipes its home's Prometheus directory and async-task database, so two servers on
+    one home would erase each other's metrics and jobs.
+    """
+    home = work_dir / "bentoml-home"
+    home.mkdir(exist_ok=True)
+    for store in ("models", "bentos"):
+        (shared_home / store).mkdir(exist_ok=True)
+        if not (home / store).exists():
+            (home / store).symlink_to(shared_home / store, target_is_directory=True)
+    return home
+
+
 class Server:
     """`bentoml serve TARGET` on 127.0.0.1:<free port>, ready once `/readyz` answers 200."""
 
     def __init__(self, target: str, env: dict[str, str], log_path: Path, port: int | None = None):
         self.target = target
-        self.env = env
+        self.env = {**env, "BENTOML_HOME": str(private_home(Path(env["BENTOML_HOME"]), log_path.parent))}
         self.log_path = log_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self, ready_timeout_s: float = 240) -> Server:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [BENTOML, "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [BENTOML, "serve", self.target, "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.wait_ready(ready_timeout_s)
         return self
 

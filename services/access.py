@@ -1,0 +1,227 @@
+"""Who may call the gateway, and how often: the checks that run before a request body is even parsed.
+
+`AccessGuard` is ASGI middleware, so it answers before BentoML reads and validates the body, in the order
+the contract gives, cheapest first: blocked IP (403) → API key (401) → rate limit (429) → body size (413).
+Health probes, metrics and the OpenAPI docs pass untouched; `/files/...` is public (it is what
+`public_url` points at) but still refused to blocked IPs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from starlette.middleware.cors import CORSMiddleware
+
+from services.metrics import metrics
+from services.schemas import MAX_UPLOAD_BYTES
+from services.settings import IPNetwork, Settings, get_settings
+
+OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/")
+PUBLIC_PREFIXES = ("/files/",)
+JSON_BODY_LIMIT = 64 * 1024
+# Multipart framing around an upload of at most MAX_UPLOAD_BYTES.
+UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
+UPLOAD_PATHS = ("/caption_image",)
+# Polling an async job is authenticated but not rate limited: a client waiting on a job should not run
+# out of requests for new work.
+POLLING_SUFFIXES = ("/status", "/get")
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]) -> str:
+    """The caller's IP: the peer, or, only when the peer is a trusted proxy, the nearest untrusted
+    address in `X-Forwarded-For` (right to left, so a client cannot prepend a fake one)."""
+    address = peer or "0.0.0.0"
+    if not forwarded_for or not _in_any(address, trusted_proxies):
+        return address
+    for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return address
+        address = hop
+        if not _in_any(hop, trusted_proxies):
+            break
+    return address
+
+
+def _in_any(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def key_matches(token: str | None, keys: tuple[str, ...]) -> bool:
+    """Constant-time comparison against every configured key, so timing reveals nothing."""
+    if token is None:
+        return False
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token.encode(), key.encode())
+    return matched
+
+
+class RateLimiter(Protocol):
+    """Takes one request's token for `identity`; returns None if allowed, else seconds to wait.
+
+    The in-memory `TokenBucketLimiter` serves one gateway replica; several replicas need a shared
+    implementation (Redis, say) behind this same method.
+    """
+
+    def acquire(self, identity: str) -> float | None: ...
+
+
+class TokenBucketLimiter:
+    """`per_minute` tokens per identity, refilled continuously; at most `max_identities` remembered (the
+    least recently seen are forgotten, which only ever gives a forgotten caller a fresh bucket)."""
+
+    def __init__(self, per_minute: int, max_identities: int = 100_000):
+        self.capacity = float(per_minute)
+        self.refill_per_s = per_minute / 60.0
+        self.max_identities = max_identities
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def acquire(self, identity: str) -> float | None:
+        now = time.monotonic()
+        with self._lock:
+            tokens, updated = self._buckets.pop(identity, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - updated) * self.refill_per_s)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self._buckets[identity] = (tokens, now)
+            while len(self._buckets) > self.max_identities:
+                self._buckets.popitem(last=False)
+        return None if allowed else (1.0 - tokens) / self.refill_per_s
+
+
+class AccessGuard:
+    """ASGI middleware: IP block, API key, rate limit and body size, before anything else runs."""
+
+    def __init__(self, app, settings: Settings | None = None, limiter: RateLimiter | None = None):
+        self.app = app
+        self.settings = settings or get_settings()
+        self.limiter = limiter or TokenBucketLimiter(self.settings.rate_limit_per_minute)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        peer = (scope.get("client") or (None,))[0]
+        address = client_address(peer, headers.get("x-forwarded-for"), self.settings.trusted_proxies)
+
+        if _in_any(address, self.settings.blocked_ips):
+            return await self.refuse(send, "blocked", 403, "Your IP address is blocked from this service.")
+        if scope["path"].startswith(PUBLIC_PREFIXES):
+            return await self.app(scope, receive, send)
+
+        token = bearer_token(headers.get("authorization"))
+        if self.settings.gateway_api_keys and not key_matches(token, self.settings.gateway_api_keys):
+            return await self.refuse(
+                send,
+                "auth",
+                401,
+                "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        # Keys are hashed so the limiter's memory never holds a secret.
+        identity = "key:" + hashlib.sha256(token.encode()).hexdigest() if token else f"ip:{address}"
+        polling = scope["path"].endswith(POLLING_SUFFIXES)
+        if not polling and (wait_s := self.limiter.acquire(identity)) is not None:
+            retry_after = max(1, math.ceil(wait_s))
+            return await self.refuse(
+                send,
+                "rate",
+                429,
+                f"Rate limit of {self.settings.rate_limit_per_minute} requests per minute reached; "
+                f"retry in {retry_after} s.",
+                {"Retry-After": str(retry_after)},
+            )
+
+        limit = UPLOAD_BODY_LIMIT if scope["path"] in UPLOAD_PATHS else JSON_BODY_LIMIT
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+        # A body sent without a length (chunked) is read here, bounded, and replayed to the app.
+        body = await read_body(receive, limit)
+        if body is None:
+            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+        return await self.app(scope, replay(body, receive), send)
+
+    async def refuse(self, send, reason: str, status: int, message: str, headers: dict | None = None) -> None:
+        metrics().gateway_refused.labels(reason).inc()
+        body = json.dumps({"error": message}).encode()
+        raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it grows past `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive):
+    sent = False
+
+    async def receive_buffered():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive_buffered
+
+
+class Cors:
+    """CORS for `CORS_ORIGINS`, outermost, so preflights are answered without a key and even refusals
+    carry the headers a browser needs to read them. No origins configured: no CORS headers at all."""
+
+    def __init__(self, app, settings: Settings | None = None):
+        origins = list((settings or get_settings()).cors_origins)
+        self.app = (
+            CORSMiddleware(
+                app,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type"],
+                expose_headers=["Retry-After"],
+                max_age=600,
+            )
+            if origins
+            else app
+        )
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
