@@ -72,6 +72,8 @@ def test_concurrent_requests_are_batched_and_captioned_as_if_alone(captioner):
     uploads = [encoded(noise(100 + index, 80 + index, 60), "PNG") for index in range(16)]
     # Alone first: these also finish the dispatcher's calibration, which runs its first passes one by one.
     alone = [caption_of(captioner, data) for data in uploads]
+    # Different images get different captions, so a caption handed to the wrong request would show.
+    assert len(set(alone)) >= len(uploads) // 2, alone
     passes_before = captioner.metric(BATCH_METRIC)
     with ThreadPoolExecutor(max_workers=len(uploads)) as pool:
         responses = list(pool.map(lambda data: post(captioner, data), uploads))
