@@ -4,3 +4,7 @@ import logging
 
 # `bentoml serve` shows INFO records only from loggers under "bentoml", so ours lives there.
 logger = logging.getLogger("bentoml.genmedia")
+
+# Callers of a model service (the gateway, a service's own batching client) would otherwise close their
+# session to it every 100 calls or 300 s (BentoML's runner_connection defaults), failing every call in flight.
+ONE_LASTING_CONNECTION = {"max_requests": 2**31 - 1, "max_age": 10.0**9}

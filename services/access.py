@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
 
 from services.metrics import metrics
@@ -30,6 +32,9 @@ JSON_BODY_LIMIT = 64 * 1024
 # Multipart framing around an upload of at most MAX_UPLOAD_BYTES.
 UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
 UPLOAD_PATHS = ("/caption_image",)
+# The file field of each upload route: BentoML would download a text value of it as a URL.
+UPLOAD_FIELDS = {"/caption_image": "image"}
+BUSY_RETRY_AFTER_S = 5
 # Polling an async job is authenticated but not rate limited: a client waiting on a job should not run
 # out of requests for new work.
 POLLING_SUFFIXES = ("/status", "/get")
@@ -116,10 +121,18 @@ class TokenBucketLimiter:
 class AccessGuard:
     """ASGI middleware: IP block, API key, rate limit and body size, before anything else runs."""
 
-    def __init__(self, app, settings: Settings | None = None, limiter: RateLimiter | None = None):
+    def __init__(
+        self,
+        app,
+        settings: Settings | None = None,
+        limiter: RateLimiter | None = None,
+        max_in_flight: int | None = None,
+    ):
         self.app = app
         self.settings = settings or get_settings()
         self.limiter = limiter or TokenBucketLimiter(self.settings.rate_limit_per_minute)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"] in OPEN_PATHS:
@@ -164,7 +177,21 @@ class AccessGuard:
         body = await read_body(receive, limit)
         if body is None:
             return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
-        return await self.app(scope, replay(body, receive), send)
+        if (problem := await form_problem(scope, body)) is not None:
+            return await self.refuse(send, "invalid", 400, problem)
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            return await self.refuse(
+                send,
+                "busy",
+                503,
+                f"The gateway is at capacity; retry in {BUSY_RETRY_AFTER_S} s.",
+                {"Retry-After": str(BUSY_RETRY_AFTER_S)},
+            )
+        self.in_flight += 1
+        try:
+            return await self.app(scope, replay(body, receive), send)
+        finally:
+            self.in_flight -= 1
 
     async def refuse(self, send, reason: str, status: int, message: str, headers: dict | None = None) -> None:
         metrics().gateway_refused.labels(reason).inc()
@@ -173,6 +200,35 @@ class AccessGuard:
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def form_problem(scope, body: bytes) -> str | None:
+    """What is wrong with a form body, or None. BentoML answers 500 for what Starlette's form parser refuses
+    (a missing boundary, broken framing, over 1000 fields), and downloads a text value given for a file
+    field as a URL, from the gateway; both are refused here first."""
+    headers = Headers(scope=scope)
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        parser = MultiPartParser
+    elif content_type == "application/x-www-form-urlencoded":
+        parser = FormParser
+    else:
+        return None
+
+    async def stream():
+        yield body
+
+    try:
+        form = await parser(headers, stream()).parse()
+    except MultiPartException as error:
+        return f"body: {error.message}"
+    try:
+        field = UPLOAD_FIELDS.get(scope["path"])
+        if field and any(not isinstance(value, UploadFile) for value in form.getlist(field)):
+            return f"{field}: send the file itself as a multipart file part (text and URLs are not fetched)."
+    finally:
+        await form.close()
+    return None
 
 
 async def read_body(receive, limit: int) -> bytes | None:

@@ -24,7 +24,7 @@ from bentoml.exceptions import BentoMLException
 from PIL import Image
 from pydantic import WrapValidator
 
-from services import logger
+from services import ONE_LASTING_CONNECTION, logger
 from services.errors import ErrorBodyMiddleware, Unavailable, answers_errors
 from services.metrics import metrics
 from services.model_loading import IMAGE_CAPTIONING, load_image_captioner
@@ -77,6 +77,7 @@ BatchImage = Annotated[Image.Image, WrapValidator(within_upload_rules)]
     resources={"cpu": str(CPUS)},
     # The timeout covers MAX_LATENCY_MS; each caption holds two slots, its own request and its `caption_batch`.
     traffic={"timeout": 120, "concurrency": 8, "max_concurrency": 64},
+    runner_connection=ONE_LASTING_CONNECTION,
 )
 class ImageCaptioner:
     model = bentoml.models.BentoModel(f"{IMAGE_CAPTIONING}:latest")

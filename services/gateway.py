@@ -20,6 +20,7 @@ import os
 import secrets
 from pathlib import Path
 
+import aiohttp
 import bentoml
 import httpx
 from bentoml.exceptions import BentoMLException
@@ -62,6 +63,10 @@ from services.storage import InvalidKey, LocalObjectStore, ObjectNotFound, open_
 from services.uploads import read_upload_image
 
 BACKEND_RETRY_AFTER_S = 30
+BUSY_RETRY_AFTER_S = 5
+# Requests the gateway works on at once; AccessGuard answers 503 + Retry-After beyond it. (BentoML's own
+# `traffic.max_concurrency` would answer a bare 429, without Retry-After or CORS headers, so it is not set.)
+MAX_IN_FLIGHT = 256
 
 # uvicorn replaces the client address with X-Forwarded-For for loopback peers unless told to trust no one;
 # the gateway decides whom to believe itself (TRUSTED_PROXIES, services.access), so nobody may spoof it.
@@ -76,6 +81,11 @@ async def forward(service: str, capability: str, call, timeout_s: float):
     except BentoMLException as error:
         status = int(error.error_code)
         message = backend_message(str(error))
+        if status == 429:
+            # The service's queue is full (its max_concurrency): not the client's rate limit.
+            raise Unavailable(
+                f"{capability} is busy; retry in {BUSY_RETRY_AFTER_S} s.", retry_after=BUSY_RETRY_AFTER_S
+            ) from None
         if status < 500 and message:
             raise ServiceError(message, status=status) from None
         if status == 503 and message:
@@ -84,8 +94,15 @@ async def forward(service: str, capability: str, call, timeout_s: float):
         failure = f"answered {status}"
     except (TimeoutError, httpx.TimeoutException):
         failure = f"did not answer within {timeout_s} s"
-    except (httpx.HTTPError, OSError):
+    except (httpx.HTTPError, aiohttp.ClientError, OSError):
+        # BentoML's client is aiohttp: a service killed mid-call is a ServerDisconnectedError.
         failure = "is not reachable (starting, restarting or down)"
+    except asyncio.CancelledError:
+        # aiohttp cancels the calls waiting for a connection when BentoML's client closes its session (every
+        # runner_connection.max_requests calls): the call failed, this request was not cancelled.
+        if asyncio.current_task().cancelling():
+            raise
+        failure = "dropped the call"
     metrics().backend_unavailable.labels(service).inc()
     logger.warning("%s %s", service, failure)
     raise Unavailable(
@@ -117,7 +134,7 @@ def model_defaults(name: str) -> tuple[str, dict] | None:
 
 @bentoml.service(
     # Tasks default a service to concurrency 1; the gateway only awaits I/O, so it takes many at once.
-    traffic={"timeout": 660, "concurrency": 64, "max_concurrency": 256},
+    traffic={"timeout": 660, "concurrency": 64},
     # /readyz must not wake scaled-to-zero GPU services by probing them.
     runner_probe={"enabled": False},
 )
@@ -295,5 +312,5 @@ files_app.add_exception_handler(404, lambda request, exc: JSONResponse({"error":
 Gateway.mount_asgi_app(files_app, path="/files")
 # Outermost first: CORS headers even on refusals, then the access checks, then error-body rewriting.
 Gateway.add_asgi_middleware(Cors)
-Gateway.add_asgi_middleware(AccessGuard)
+Gateway.add_asgi_middleware(AccessGuard, max_in_flight=MAX_IN_FLIGHT)
 Gateway.add_asgi_middleware(ErrorBodyMiddleware)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 
-from services import logger
+from services import ONE_LASTING_CONNECTION, logger
 from services.errors import ErrorBodyMiddleware, answers_errors
 from services.metrics import metrics
 from services.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
@@ -49,6 +49,7 @@ def encode_image(image, format: str) -> bytes:
     resources={"gpu": 1, "gpu_type": "nvidia-l40s"},
     # A request may wait for a cold start (minutes on BentoCloud) and queue behind other generations.
     traffic={"timeout": 600, "concurrency": 4, "max_concurrency": 32},
+    runner_connection=ONE_LASTING_CONNECTION,
 )
 class ImageGenerator:
     model = bentoml.models.BentoModel(f"{TEXT_TO_IMAGE}:latest")
@@ -63,7 +64,7 @@ class ImageGenerator:
         self.denoiser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoise")
         self.outputs = OutputStore("images", get_settings())
         self.denoise("warm-up", None, 64, 64, 1, self.default_guidance_scale, seed=0)
-        self.outputs.start_draining()
+        self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-image %s (source %s) ready on %s/%s in %.1f s",
             self.version,

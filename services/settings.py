@@ -34,6 +34,7 @@ class Settings:
     supabase_signed_url_ttl: int = 3600
     storage_timeout_s: float = 5.0
     storage_retry_budget_s: float = 10.0
+    spool_drain_interval_s: float = 30.0
     gateway_api_keys: tuple[str, ...] = ()
     rate_limit_per_minute: int = 30
     blocked_ips: tuple[IPNetwork, ...] = ()
@@ -118,6 +119,7 @@ class Settings:
             supabase_signed_url_ttl=integer("SUPABASE_SIGNED_URL_TTL", 3600, 1),
             storage_timeout_s=seconds("STORAGE_TIMEOUT_S", 5.0),
             storage_retry_budget_s=seconds("STORAGE_RETRY_BUDGET_S", 10.0),
+            spool_drain_interval_s=seconds("SPOOL_DRAIN_INTERVAL_S", 30.0),
             gateway_api_keys=items("GATEWAY_API_KEYS"),
             rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", 30, 1),
             blocked_ips=networks("BLOCKED_IPS"),

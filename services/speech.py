@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 
-from services import logger
+from services import ONE_LASTING_CONNECTION, logger
 from services.audio import audio_duration, encode_audio
 from services.errors import ErrorBodyMiddleware, answers_errors
 from services.metrics import metrics
@@ -53,6 +53,7 @@ MAX_PIECE_S = 30.0
     resources={"gpu": 1, "gpu_type": "nvidia-l40s"},
     # A request may wait for a cold start (minutes on BentoCloud) and queue behind other generations.
     traffic={"timeout": 600, "concurrency": 4, "max_concurrency": 32},
+    runner_connection=ONE_LASTING_CONNECTION,
 )
 class SpeechSynthesizer:
     model = bentoml.models.BentoModel(f"{TEXT_TO_SPEECH}:latest")
@@ -66,7 +67,7 @@ class SpeechSynthesizer:
         self.generator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speak")
         self.outputs = OutputStore("audio", get_settings())
         self.speak(["Warm-up."], DEFAULT_VOICE, seed=0)
-        self.outputs.start_draining()
+        self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-speech %s (source %s) ready on %s/%s at %d Hz in %.1f s",
             self.version,
