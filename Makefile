@@ -38,3 +38,55 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+.PHONY: bench load
+
+# How close serving comes to the bare model (real model sizes, random weights): prints the table and writes
+# load_tests/RESULTS.md. The first run builds the bench models into .data/bench-store (~5 GB, a minute).
+bench: setup
+	$(PY) -m load_tests.bench
+
+# Locust against a tiny-model gateway on loopback, 8 users for 60 s; fails on any unexpected answer.
+load: setup
+	$(PY) -m load_tests.run_load
+
+# --- Bentos, BentoCloud, client SDK (README "Deploy" and "Python client") ---
+# `make build`: a Bento of the gateway, the three model services and the store's latest models, in the
+# BentoML home (~/bentoml, or $BENTOML_HOME). BENTOFILE=deploy/bentos/<service>.yaml builds one model service.
+# `make deploy`: build, render deploy/genmedia.template.yaml (instance types from GPU_INSTANCE_TYPE,
+# CPU_INSTANCE_TYPE, GATEWAY_INSTANCE_TYPE) and create or update the BentoCloud deployment; it needs
+# `bentoml cloud login`, the secrets, and MODEL_PROFILE=full (tiny weights are refused unless ALLOW_TEST_WEIGHTS=1).
+# `make client`: regenerate client/openapi.json and client/genmedia_client/generated/ from the gateway's code.
+BENTOFILE ?= bentofile.yaml
+DEPLOYMENT_NAME ?= genmedia
+DEPLOY_CONFIG := build/deploy/$(DEPLOYMENT_NAME).yaml
+export DEPLOYMENT_NAME GPU_INSTANCE_TYPE CPU_INSTANCE_TYPE GATEWAY_INSTANCE_TYPE ALLOW_TEST_WEIGHTS
+
+.PHONY: build deploy client
+
+build: models
+	$(BENTOML) build -f $(BENTOFILE) .
+
+deploy: models
+	@tag=$$($(BENTOML) build -f $(BENTOFILE) -o tag . | sed -n 's/^__tag__://p') && test -n "$$tag" && \
+	echo "genmedia: built $$tag" && \
+	$(PY) -m tools.deployment_config --bento "$$tag" --output $(DEPLOY_CONFIG) && \
+	if $(BENTOML) deployment get $(DEPLOYMENT_NAME) >/dev/null 2>&1; then \
+		$(BENTOML) deployment update -f $(DEPLOY_CONFIG); \
+	else \
+		$(BENTOML) deploy -f $(DEPLOY_CONFIG); \
+	fi
+
+client: setup
+	$(PY) -m tools.client_sdk
+
+# --- Reliability soak (README "Failure behaviour") ---
+# The tiny-model composition for SOAK_MINUTES under mixed traffic while storage and model services fail;
+# prints the figures (requests, faults, 5xx, lost outputs, peak RSS) and fails on a lost output, an
+# unintended 5xx or gateway memory that keeps growing.
+SOAK_MINUTES ?= 3
+
+.PHONY: soak
+
+soak: setup
+	$(PY) -m load_tests.soak --minutes $(SOAK_MINUTES)

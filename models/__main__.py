@@ -1,7 +1,7 @@
-"""`python -m models import --profile tiny|full`: put the three role models into the BentoML model store.
+"""`python -m models import --profile tiny|full|bench`: put the three role models into the BentoML model store.
 
 Each model is written into a new store version, labelled with its `profile` and `source` (a Hub id, or
-`generated` for tiny), with the metadata the gateway reads without loading weights. Importing is
+`generated` for tiny and bench), with the metadata the gateway reads without loading weights. Importing is
 idempotent: when the latest version of a role already has the same profile and source, it is kept, so
 `make serve` can import on every start. The store is `$BENTOML_HOME/models` (default `~/bentoml`).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models import full, tiny
+from models import bench, full, tiny
 from services.model_loading import IMAGE_CAPTIONING, ROLES, TEXT_TO_IMAGE, TEXT_TO_SPEECH
 
 GENERATED = "generated"
@@ -25,6 +25,12 @@ TINY_BUILDERS = {
     TEXT_TO_IMAGE: tiny.build_text_to_image,
     TEXT_TO_SPEECH: tiny.build_text_to_speech,
     IMAGE_CAPTIONING: tiny.build_image_captioning,
+}
+# Real sizes, random weights, for load tests and benchmarks (`load_tests/bench.py`).
+BENCH_BUILDERS = {
+    TEXT_TO_IMAGE: bench.build_text_to_image,
+    TEXT_TO_SPEECH: bench.build_text_to_speech,
+    IMAGE_CAPTIONING: bench.build_image_captioning,
 }
 FULL_IMPORTERS = {
     TEXT_TO_IMAGE: full.import_text_to_image,
@@ -43,8 +49,17 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     importing.add_argument(
         "--profile",
         required=True,
-        choices=("tiny", "full"),
-        help="tiny: random weights built offline in seconds; full: the real weights from the Hugging Face Hub",
+        choices=("tiny", "full", "bench"),
+        help="tiny: random weights built offline in seconds; full: the real weights from the Hugging Face Hub; "
+        "bench: random weights at the real models' sizes, built offline (~9 GB)",
+    )
+    importing.add_argument(
+        "--only",
+        action="append",
+        choices=ROLES,
+        metavar="ROLE",
+        help=f"import only this role (repeatable; one of {', '.join(ROLES)}), e.g. to serve one bench-sized "
+        "model beside tiny ones",
     )
     for role, option in SOURCE_OPTIONS.items():
         importing.add_argument(
@@ -54,7 +69,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         )
     arguments = parser.parse_args(argv)
     overrides = [option for option in SOURCE_OPTIONS.values() if getattr(arguments, option)]
-    if arguments.profile == "tiny" and overrides:
+    if arguments.profile != "full" and overrides:
         parser.error("--image-model, --speech-model and --caption-model choose --profile full's weights")
     return arguments
 
@@ -85,9 +100,11 @@ def import_model(role: str, profile: str, source: str, write: Callable[[Path], d
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     started = time.perf_counter()
-    for role in ROLES:
+    for role in arguments.only or ROLES:
         if arguments.profile == "tiny":
             source, write = GENERATED, TINY_BUILDERS[role]
+        elif arguments.profile == "bench":
+            source, write = GENERATED, BENCH_BUILDERS[role]
         else:
             source = getattr(arguments, SOURCE_OPTIONS[role]) or full.DEFAULT_SOURCES[role]
             write = functools.partial(FULL_IMPORTERS[role], source)

@@ -1,0 +1,725 @@
+"""`make bench`: how close serving comes to the bare model (issue #9).
+
+Every row of the table is a ratio A ÷ B of two things measured here, on 127.0.0.1, with the `bench` profile
+(the real models' sizes, random weights: `models/bench.py`) at 256 x 256 and one step:
+
+- serving overhead (target ≤ 1.05): `/generate_image` p50 through the gateway, end to end ÷ the bare
+  pipeline's p50 for the same request in a plain process (`load_tests/bare.py`: the same loader,
+  generation, PNG encoding and upload to local storage);
+- throughput under load (≥ 0.95): images/s with 4 concurrent clients through the gateway ÷ images/s of the
+  bare pipeline called back to back;
+- adaptive batching (reported): captions/s with 16 concurrent clients, the captioner as served ÷ the same
+  with its batching off (`load_tests/unbatched_captioner.py`);
+- cold start (≤ 1.3): seconds from `bentoml serve` (the image service alone) to its first image ÷ seconds
+  for a bare process to import, load and generate once;
+- cache hit (≤ 0.05): p50 of a repeated seeded request (answered from storage) ÷ p50 of a fresh generation;
+- memory (≤ 1.3): peak RSS of the image service's process tree ÷ peak RSS of the bare process.
+
+Method. The machine may be shared and its speed drifts, so each comparison is interleaved (A, B, A, B, ...)
+after a warm-up of each side, and the two sides of a row never run at the same time. Latencies are medians;
+throughputs are counted over whole rounds; peak RSS is sampled (psutil, every 0.1 s, summed over a process
+and its descendants). Sample counts are small because one CPU image takes seconds; the whole run is sized
+to finish within 15 minutes on 2 CPU cores.
+
+Model stores. Two BENTOML_HOMEs under `.data/bench-store`, built on the first run and reused (the importer
+skips what is already there): `images` holds the bench text-to-image with tiny speech and captioning models
+(the gateway starts all three services and only images are measured: three bench-sized models beside the bare
+pipeline would crowd the memory and the cores), and `captions` the bench captioner, served alone. The table is printed
+and written to `load_tests/RESULTS.md`, whose hand-written section on missed targets is kept across runs.
+On a CUDA machine the same script measures the GPU path: the services and the bare process both pick the
+device with `services.model_loading.pick_device` (the memory row then compares host memory, not GPU memory).
+
+    python -m load_tests.bench                    # the benchmark (make bench)
+    python -m load_tests.bench --only batching    # some rows only (cold-start, gateway, batching); no RESULTS.md
+    python -m load_tests.bench --smoke            # the same code paths on tiny models, one sample each
+
+The stores are reused as long as they hold bench-profile models: after changing `models/bench.py`, delete
+`.data/bench-store` to rebuild them. Each run's server logs are under `.data/bench-run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.serving import REPO_ROOT, Server, base_env
+
+STORES = REPO_ROOT / ".data" / "bench-store"
+WORK = REPO_ROOT / ".data" / "bench-run"  # logs and generated files of the last run
+RESULTS = REPO_ROOT / "load_tests" / "RESULTS.md"
+ANALYSIS_HEADING = "## Why targets are missed"
+
+GATEWAY = "services.gateway:Gateway"
+IMAGE_SERVICE = "services.image_generation:ImageGenerator"
+CAPTIONER = "services.captioning:ImageCaptioner"
+UNBATCHED_CAPTIONER = "load_tests.unbatched_captioner:ImageCaptioner"
+
+PROMPT = "a lighthouse at dawn"
+SIDE = 256
+STEPS = 1
+IMAGE_CLIENTS = 4
+CAPTION_CLIENTS = 16
+READY_TIMEOUT_S = 600
+REQUEST_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many samples each comparison takes (per side, after the warm-up)."""
+
+    cold_starts: int = 2
+    overhead_pairs: int = 6
+    throughput_rounds: int = 2  # each: at least IMAGE_CLIENTS images per side
+    cache_repeats: int = 8
+    caption_rounds: int = 1  # each: CAPTION_CLIENTS captions per side
+    # Where an image takes milliseconds (a GPU), more pairs and longer rounds keep each side of a comparison
+    # at least this long, so that it measures more than timer noise and one-off hiccups.
+    overhead_seconds: float = 20.0
+    round_seconds: float = 5.0
+
+
+# Each row, in the table's order: its unit, and its target on A ÷ B (None: reported, no target).
+ROWS = {
+    "serving overhead": ("s", ("<=", 1.05)),
+    "throughput under load": ("img/s", (">=", 0.95)),
+    "adaptive batching": ("captions/s", None),
+    "cold start": ("s", ("<=", 1.3)),
+    "cache hit": ("s", ("<=", 0.05)),
+    "memory": ("GB", ("<=", 1.3)),
+}
+
+# What one server session measures, by the name `--only` takes.
+SESSIONS = {
+    "cold-start": ["cold start", "memory"],
+    "gateway": ["serving overhead", "throughput under load", "cache hit"],
+    "batching": ["adaptive batching"],
+}
+
+FULL_PLAN = Plan()
+SMOKE_PLAN = Plan(
+    cold_starts=1,
+    overhead_pairs=2,
+    throughput_rounds=1,
+    cache_repeats=3,
+    caption_rounds=1,
+    overhead_seconds=0.1,
+    round_seconds=0.1,
+)
+
+
+@dataclass
+class Row:
+    """One line of the table: A ÷ B against a target (`("<=", 1.05)`, or None for a reported figure)."""
+
+    name: str
+    unit: str
+    target: tuple[str, float] | None
+    a: float | None = None
+    b: float | None = None
+    note: str = ""
+    error: str | None = None
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.a is None or not self.b else self.a / self.b
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.ratio is None:
+            return None
+        sense, bound = self.target
+        return self.ratio <= bound if sense == "<=" else self.ratio >= bound
+
+    @classmethod
+    def named(cls, name: str) -> Row:
+        unit, target = ROWS[name]
+        return cls(name, unit, target)
+
+    def cells(self) -> list[str]:
+        if self.error is not None:
+            return [self.name, "failed", "failed", "–", f"{self.target_text()}: not measured"]
+        verdict = {True: " met", False: " **missed**", None: ""}[self.met]
+        return [
+            self.name,
+            f"{self.a:.3g} {self.unit}",
+            f"{self.b:.3g} {self.unit}",
+            f"{self.ratio:.3f}",
+            self.target_text() + verdict,
+        ]
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return "reported"
+        sense, bound = self.target
+        return f"{'≤' if sense == '<=' else '≥'} {bound}"
+
+
+class BenchError(Exception):
+    """A measurement could not be taken; the message says which and why."""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- Model stores -------------------------------------------------------------------------------------------
+
+
+def import_models(home: Path, profile: str, *roles: str) -> None:
+    """`python -m models import --profile PROFILE --only ROLE ...` into `home` (skipped when already there)."""
+    only = [argument for role in roles for argument in ("--only", role)]
+    result = subprocess.run(
+        [sys.executable, "-m", "models", "import", "--profile", profile, *only],
+        cwd=REPO_ROOT,
+        env=base_env(home),
+        capture_output=True,
+        text=True,
+    )
+    for line in result.stdout.splitlines():
+        log(f"{home.name}: {line}")
+    if result.returncode != 0:
+        raise BenchError(f"model import into {home} failed:\n{result.stderr[-3000:]}")
+
+
+def prepare_stores(smoke: bool) -> tuple[Path, Path]:
+    """The BENTOML_HOMEs of the image rows and of the caption row, built on the first run."""
+    if smoke:
+        home = STORES / "smoke"
+        import_models(home, "tiny")
+        return home, home
+    images, captions = STORES / "images", STORES / "captions"
+    # Each role is imported by one profile only, so a re-run finds every latest version already in place.
+    import_models(images, "tiny", "text-to-speech", "image-captioning")
+    import_models(images, "bench", "text-to-image")
+    import_models(captions, "bench", "image-captioning")
+    return images, captions
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    tag: str
+    path: str
+    metadata: dict
+
+
+def stored_text_to_image(home: Path) -> StoredModel:
+    """The text-to-image model the services will load from `home`, looked up as they do."""
+    code = (
+        "import json; from services.model_loading import TEXT_TO_IMAGE, stored_model; "
+        "m = stored_model(TEXT_TO_IMAGE); "
+        "print(json.dumps({'tag': str(m.tag), 'path': m.path, 'metadata': dict(m.info.metadata)}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=base_env(home), capture_output=True, text=True, check=True
+    )
+    return StoredModel(**json.loads(result.stdout))
+
+
+# --- Measuring ----------------------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """The peak resident memory of a process and its descendants, sampled every 0.1 s in a thread.
+
+    `tree` is the peak of the sum over the tree (what the process costs the machine), `largest` the peak of
+    its largest single process (for a server: the worker that holds the model).
+    """
+
+    def __init__(self, root_pid: Callable[[], int | None], interval_s: float = 0.1):
+        self.root_pid = root_pid
+        self.interval_s = interval_s
+        self.tree = 0
+        self.largest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            pid = self.root_pid()
+            if pid is None:
+                continue
+            try:
+                root = psutil.Process(pid)
+                processes = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            sizes = []
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    sizes.append(process.memory_info().rss)
+            if sizes:
+                self.tree = max(self.tree, sum(sizes))
+                self.largest = max(self.largest, max(sizes))
+
+
+class BarePipeline:
+    """`load_tests/bare.py` in a child process: the pipeline loaded once, then one request at a time."""
+
+    def __init__(self, home: Path, model: StoredModel, storage: Path, log_path: Path, once: bool = False):
+        with open(log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "load_tests.bare", model.path, model.tag, str(storage)]
+                + (["--once"] if once else []),
+                cwd=REPO_ROOT,
+                env=base_env(home),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+            )
+        self.log_path = log_path
+        self.guidance_scale = float(model.metadata["default_guidance_scale"])
+        self.model_s = 0.0
+
+    def read_event(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(timeout=30)
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+            raise BenchError(f"the bare pipeline exited ({self.process.returncode}):\n{tail}")
+        return json.loads(line)
+
+    def generate(self, seed: int, repeat: int = 1) -> float:
+        """Seconds the bare pipeline takes for `repeat` fresh images (seeds `seed`, `seed + 1`, ...).
+
+        `model_s` keeps the part of the last call that the pipeline itself took.
+        """
+        request = dict(
+            prompt=PROMPT,
+            width=SIDE,
+            height=SIDE,
+            steps=STEPS,
+            guidance_scale=self.guidance_scale,
+            seed=seed,
+            repeat=repeat,
+        )
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.read_event()
+        self.model_s = float(answer["model_s"])
+        return float(answer["seconds"])
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def post_image(client: httpx.Client, url: str, seed: int, wait_unavailable_s: float = 0) -> tuple[float, dict]:
+    """One `/generate_image` at the bench size: its end-to-end seconds and its answer.
+
+    `wait_unavailable_s`: how long to keep retrying a 503 (a gateway reports ready without probing its model
+    services, so that a probe never wakes a GPU scaled to zero: right after a start they may still load).
+    """
+    deadline = time.monotonic() + wait_unavailable_s
+    while True:
+        started = time.perf_counter()
+        response = client.post(
+            f"{url}/generate_image",
+            json={"prompt": PROMPT, "width": SIDE, "height": SIDE, "steps": STEPS, "seed": seed},
+        )
+        seconds = time.perf_counter() - started
+        if response.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    if response.status_code != 200:
+        raise BenchError(f"/generate_image answered {response.status_code}: {response.text[:500]}")
+    return seconds, response.json()
+
+
+class ServiceModelTime:
+    """The image service's own mean pipeline time over the requests made since this was created.
+
+    A composition's services share one metrics directory, so the gateway's `/metrics` shows the image
+    service's `genmedia_generation_seconds` too.
+    """
+
+    NAME = "genmedia_generation_seconds"
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.start = self.read()
+
+    def read(self) -> tuple[float, float]:
+        return (
+            self.server.metric(f"{self.NAME}_sum", capability="images"),
+            self.server.metric(f"{self.NAME}_count", capability="images"),
+        )
+
+    def mean(self) -> float:
+        total, count = self.read()
+        return (total - self.start[0]) / (count - self.start[1]) if count > self.start[1] else float("nan")
+
+
+def post_caption(client: httpx.Client, url: str, image: bytes) -> str | None:
+    """One `/caption_image`: None when captioned, else what it answered."""
+    response = client.post(f"{url}/caption_image", files={"image": ("bench.png", image, "image/png")})
+    return None if response.status_code == 200 else f"{response.status_code}: {response.text[:200]}"
+
+
+def caption_images(count: int) -> list[bytes]:
+    """Distinct 640 x 480 photos-to-be (colour gradients), as PNG uploads."""
+    from PIL import Image
+
+    gradient = Image.linear_gradient("L").resize((640, 480))
+    images = []
+    for index in range(count):
+        shade = Image.new("L", gradient.size, 40 + 12 * index)
+        picture = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_180), shade))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bench_server(target: str, home: Path, directory: Path) -> Server:
+    """`bentoml serve TARGET` on the store in `home`, with its log, storage, spool and BENTOML_HOME (whose
+    metrics and task database a server wipes when it starts) in a directory of its own."""
+    directory.mkdir(parents=True)
+    env = base_env(
+        home,
+        LOCAL_STORAGE_DIR=str(directory / "files"),
+        SPOOL_DIR=str(directory / "spool"),
+        RATE_LIMIT_PER_MINUTE="1000000",
+        MODEL_PROFILE="bench",
+    )
+    server = Server(target, env, directory / "server.log")
+    server.env["PUBLIC_BASE_URL"] = server.url
+    return server
+
+
+# --- The comparisons ----------------------------------------------------------------------------------------
+
+
+def cold_start_and_memory(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) -> list[Row]:
+    """Serve the image service alone until its first image, then a bare process likewise; alternate."""
+    cold, memory = Row.named("cold start"), Row.named("memory")
+    served_s, bare_s, served_rss, bare_rss, served_worker, bare_loaded_s = [], [], [], [], [], []
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+        for index in range(plan.cold_starts):
+            log(f"cold start {index + 1}/{plan.cold_starts}: bentoml serve {IMAGE_SERVICE}")
+            server = bench_server(IMAGE_SERVICE, home, work / f"cold-{index}")
+            with PeakMemory(lambda server=server: server.process and server.process.pid) as peak:
+                started = time.perf_counter()
+                try:
+                    server.start(ready_timeout_s=READY_TIMEOUT_S)
+                    post_image(client, server.url, next(seeds))
+                    served_s.append(time.perf_counter() - started)
+                finally:
+                    server.stop()
+            served_rss.append(peak.tree)
+            served_worker.append(peak.largest)
+            log(f"  served: {served_s[-1]:.1f} s, peak RSS {peak.tree / 1e9:.2f} GB")
+
+            log(f"cold start {index + 1}/{plan.cold_starts}: bare process")
+            started = time.perf_counter()
+            bare = BarePipeline(home, model, work / f"bare-cold-{index}", work / f"bare-cold-{index}.log", once=True)
+            with PeakMemory(lambda bare=bare: bare.process.pid) as peak:
+                try:
+                    bare_loaded_s.append(bare.read_event()["loaded_s"])
+                    bare_s.append(time.perf_counter() - started)
+                finally:
+                    bare.close()
+            bare_rss.append(peak.tree)
+            log(f"  bare: {bare_s[-1]:.1f} s, peak RSS {peak.tree / 1e9:.2f} GB")
+    cold.a, cold.b = median(served_s), median(bare_s)
+    cold.samples = {"served s": served_s, "bare s": bare_s}
+    cold.note = (
+        "served: the image service alone, from `bentoml serve` to its first 256² image; bare: from the process "
+        f"start to its first image, of which imports and loading took {median(bare_loaded_s):.1f} s"
+    )
+    memory.a, memory.b = max(served_rss) / 1e9, max(bare_rss) / 1e9
+    memory.samples = {
+        "served tree GB": [value / 1e9 for value in served_rss],
+        "served worker GB": [value / 1e9 for value in served_worker],
+        "bare GB": [value / 1e9 for value in bare_rss],
+    }
+    memory.note = (
+        "peak over the cold-start runs, summed over each process tree; the service's largest process alone "
+        f"peaked at {max(served_worker) / 1e9:.2f} GB"
+    )
+    return [cold, memory]
+
+
+def gateway_rows(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) -> list[Row]:
+    """The gateway (all three services) beside a loaded bare pipeline: overhead, throughput, cache hit."""
+    overhead, throughput, cache = (
+        Row.named("serving overhead"),
+        Row.named("throughput under load"),
+        Row.named("cache hit"),
+    )
+    log("starting the bare pipeline and `bentoml serve services.gateway:Gateway`")
+    bare = BarePipeline(home, model, work / "bare-files", work / "bare.log")
+    gateway = bench_server(GATEWAY, home, work / "gateway")
+    try:
+        gateway.start(ready_timeout_s=READY_TIMEOUT_S)
+        loaded = bare.read_event()
+        log(f"ready (bare pipeline on {loaded['device']}); warming up both")
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client, ThreadPoolExecutor(IMAGE_CLIENTS) as clients:
+            post_image(client, gateway.url, next(seeds), wait_unavailable_s=READY_TIMEOUT_S)
+            image_s = bare.generate(next(seeds))
+            pairs = max(plan.overhead_pairs, min(100, math.ceil(plan.overhead_seconds / image_s)))
+            per_client = max(1, min(50, math.ceil(plan.round_seconds / (IMAGE_CLIENTS * image_s))))
+
+            served, direct, direct_model, fresh_seeds = [], [], [], []
+            served_model = ServiceModelTime(gateway)
+            for index in range(pairs):
+                seed = next(seeds)  # the same request on both sides, each into its own storage
+                fresh_seeds.append(seed)
+                served.append(post_image(client, gateway.url, seed)[0])
+                direct.append(bare.generate(seed))
+                direct_model.append(bare.model_s)
+                if pairs <= 10 or index + 1 == pairs:
+                    log(f"overhead {index + 1}/{pairs}: gateway {served[-1]:.2f} s, bare {direct[-1]:.2f} s")
+            overhead.a, overhead.b = median(served), median(direct)
+            overhead.samples = {"gateway s": served, "bare s": direct}
+            served_mean, service_model_s = statistics.fmean(served), served_model.mean()
+            overhead.note = (
+                "p50 of fresh seeded requests, gateway end to end vs bare generate + PNG + upload. Of a request's "
+                f"mean {served_mean:.2f} s, the image service's pipeline call took {service_model_s:.2f} s "
+                f"(its genmedia_generation_seconds), so the serving path (gateway, HTTP hops, cache lookups, "
+                f"PNG, upload) took {served_mean - service_model_s:.3f} s; the bare pipeline call "
+                f"took {statistics.fmean(direct_model):.2f} s of {statistics.fmean(direct):.2f} s"
+            )
+
+            served_rates, direct_rates = [], []
+            round_images = IMAGE_CLIENTS * per_client
+            for index in range(plan.throughput_rounds):
+                round_seeds = [next(seeds) for _ in range(round_images)]
+                started = time.perf_counter()
+                list(clients.map(lambda seed: post_image(client, gateway.url, seed), round_seeds))
+                served_rates.append(round_images / (time.perf_counter() - started))
+                bare_seeds = [next(seeds) for _ in range(round_images)]  # consecutive: bare.py counts up
+                direct_rates.append(round_images / bare.generate(bare_seeds[0], repeat=round_images))
+                log(
+                    f"throughput {index + 1}/{plan.throughput_rounds}: gateway {served_rates[-1]:.3f} img/s, "
+                    f"bare {direct_rates[-1]:.3f} img/s"
+                )
+            # Rounds of equal size: images over total time is the harmonic mean of the rounds' rates.
+            throughput.a = statistics.harmonic_mean(served_rates)
+            throughput.b = statistics.harmonic_mean(direct_rates)
+            throughput.samples = {"gateway img/s": served_rates, "bare img/s": direct_rates}
+            throughput.note = f"rounds of {round_images} images: {IMAGE_CLIENTS} concurrent clients vs back to back"
+
+            repeats = []
+            for _ in range(plan.cache_repeats):
+                seconds, answer = post_image(client, gateway.url, fresh_seeds[0])
+                if not answer["cached"]:
+                    raise BenchError(f"a repeated seeded request was generated again: {answer}")
+                repeats.append(seconds)
+            cache.a, cache.b = median(repeats), overhead.a
+            cache.samples = {"repeat s": repeats}
+            cache.note = "repeats of a seeded request already made (answered by the gateway from storage) vs fresh"
+    finally:
+        gateway.stop()
+        bare.close()
+    return [overhead, throughput, cache]
+
+
+def batching_row(home: Path, work: Path, plan: Plan) -> list[Row]:
+    """The captioner as served, and with batching off, side by side; rounds of 16 concurrent captions."""
+    row = Row.named("adaptive batching")
+    servers = {
+        "batched": bench_server(CAPTIONER, home, work / "captioner"),
+        "unbatched": bench_server(UNBATCHED_CAPTIONER, home, work / "unbatched"),
+    }
+    log("starting the captioner twice: as served, and with batching off")
+    images = caption_images(CAPTION_CLIENTS)
+    try:
+        with ThreadPoolExecutor(len(servers)) as starting:
+            list(starting.map(lambda server: server.start(ready_timeout_s=READY_TIMEOUT_S), servers.values()))
+        rates = {name: [] for name in servers}
+        refusals = {name: [] for name in servers}
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client, ThreadPoolExecutor(CAPTION_CLIENTS) as clients:
+
+            def caption_round(name: str, uploads: list[bytes]) -> float:
+                """Captions answered per second in a burst of concurrent uploads; refusals are kept."""
+                started = time.perf_counter()
+                answers = list(clients.map(lambda image: post_caption(client, servers[name].url, image), uploads))
+                seconds = time.perf_counter() - started
+                refusals[name] += [answer for answer in answers if answer is not None]
+                return answers.count(None) / seconds
+
+            for name in servers:
+                caption_round(name, images[:2])  # warm-up
+            if any(refusals.values()):
+                raise BenchError(f"the captioners refused warm-up captions: {refusals}")
+            for index in range(plan.caption_rounds):
+                for name in servers:
+                    rates[name].append(caption_round(name, images))
+                log(
+                    f"captions {index + 1}/{plan.caption_rounds}: "
+                    + ", ".join(f"{n} {r[-1]:.2f}/s" for n, r in rates.items())
+                )
+        mean_batch = {}
+        for name, server in servers.items():
+            count = server.metric("genmedia_caption_batch_size_count")
+            mean_batch[name] = server.metric("genmedia_caption_batch_size_sum") / count if count else float("nan")
+    finally:
+        for server in servers.values():
+            server.stop()
+    row.a = statistics.harmonic_mean(rates["batched"])
+    row.b = statistics.harmonic_mean(rates["unbatched"])
+    row.samples = {"batched captions/s": rates["batched"], "unbatched captions/s": rates["unbatched"]}
+    row.note = (
+        f"captioner alone, rounds of {CAPTION_CLIENTS} concurrent uploads; mean images per forward pass: "
+        f"{mean_batch['batched']:.2f} batched, {mean_batch['unbatched']:.2f} unbatched"
+    )
+    for name, answers in refusals.items():
+        if answers:
+            row.note += f"; {len(answers)} {name} upload(s) not captioned (counted as no caption), e.g. {answers[0]}"
+    if not row.a or not row.b:
+        raise BenchError(f"no captions in a whole round: {row.note}")
+    return [row]
+
+
+# --- Report -------------------------------------------------------------------------------------------------
+
+
+def machine_description() -> str:
+    import torch
+
+    memory_gib = psutil.virtual_memory().total / 2**30
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.get_device_name(0)} (CUDA, float16)"
+    else:
+        cpu = platform.processor() or "CPU"
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.exists():
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+            cpu = names[0] if names else cpu
+        device = f"no GPU: {cpu} (CPU, float32, {torch.get_num_threads()} torch threads)"
+    return f"{os.cpu_count()} CPU cores, {memory_gib:.1f} GiB memory, {device}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| row | A | B | ratio | target |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def details(rows: list[Row]) -> str:
+    lines = []
+    for row in rows:
+        if row.error is not None:
+            lines.append(f"- **{row.name}**: not measured: {row.error}")
+            continue
+        samples = "; ".join(f"{name}: {', '.join(f'{v:.3g}' for v in values)}" for name, values in row.samples.items())
+        lines.append(f"- **{row.name}**: {row.note}. Samples: {samples}.")
+    return "\n".join(lines)
+
+
+def write_results(rows: list[Row], header: str, elapsed_s: float) -> None:
+    analysis = f"{ANALYSIS_HEADING}\n\n(Not investigated yet.)\n"
+    if RESULTS.exists():
+        previous = RESULTS.read_text()
+        if ANALYSIS_HEADING in previous:
+            analysis = previous[previous.index(ANALYSIS_HEADING) :]
+    RESULTS.write_text(
+        "# Benchmarks: serving vs the bare model\n\n"
+        "Written by `make bench` (`load_tests/bench.py`, which says how each row is measured); the section on\n"
+        "missed targets at the end is written by hand and kept when the benchmark runs again.\n\n"
+        f"{header}\n\n{table(rows)}\n\n## Samples\n\n{details(rows)}\n\n"
+        f"The run took {elapsed_s / 60:.1f} min.\n\n{analysis}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m load_tests.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny models, one sample each, no RESULTS.md")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SESSIONS,
+        help="measure only these rows (repeatable: cold-start = cold start and memory, gateway = overhead, "
+        "throughput and cache hit, batching); RESULTS.md is written only when all are measured",
+    )
+    arguments = parser.parse_args(argv)
+    chosen = arguments.only or list(SESSIONS)
+    plan = SMOKE_PLAN if arguments.smoke else FULL_PLAN
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    images_home, captions_home = prepare_stores(arguments.smoke)
+    model = stored_text_to_image(images_home)
+    seeds = itertools.count(int(time.time()) % 1_000_000)  # fresh keys in every run
+
+    rows: dict[str, Row] = {}
+    measures = {
+        "cold-start": lambda: cold_start_and_memory(images_home, model, WORK, plan, seeds),
+        "gateway": lambda: gateway_rows(images_home, model, WORK, plan, seeds),
+        "batching": lambda: batching_row(captions_home, WORK, plan),
+    }
+    for session, names in SESSIONS.items():
+        if session not in chosen:
+            for name in names:
+                rows[name] = Row.named(name)
+                rows[name].error = "not run (--only)"
+            continue
+        measure = measures[session]
+        try:
+            rows.update((row.name, row) for row in measure())
+        except (BenchError, RuntimeError, httpx.HTTPError, subprocess.SubprocessError, OSError) as error:
+            log(f"{', '.join(names)}: failed: {error}")
+            for name in names:
+                rows[name] = Row.named(name)
+                rows[name].error = str(error).splitlines()[0]
+    ordered = [rows[name] for name in ROWS]
+    measured = {name for session in chosen for name in SESSIONS[session]}
+
+    elapsed = time.perf_counter() - started
+    header = (
+        f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}\n"
+        f"- machine: {machine_description()}; load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (other work shares this machine)\n"
+        f"- models: `{model.tag}` ({'tiny' if arguments.smoke else 'bench: SD-1.5-sized'}) at {SIDE}×{SIDE}, "
+        f"{STEPS} step; captions: the {'tiny' if arguments.smoke else 'bench (BLIP-base-sized)'} captioner"
+    )
+    print(f"\n{header}\n\n{table(ordered)}\n\n{details(ordered)}\n\nbench took {elapsed / 60:.1f} min", flush=True)
+    if not arguments.smoke and arguments.only is None:
+        write_results(ordered, header, elapsed)
+        print(f"written to {RESULTS.relative_to(REPO_ROOT)}", flush=True)
+    return 1 if any(row.error for row in ordered if row.name in measured) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
