@@ -57,12 +57,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
 
 from tests.serving import REPO_ROOT, Server, base_env
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 STORES = REPO_ROOT / ".data" / "bench-store"
 WORK = REPO_ROOT / ".data" / "bench-run"  # logs and generated files of the last run
@@ -405,6 +410,17 @@ def caption_images(count: int) -> list[bytes]:
     return images
 
 
+def in_turn(index: int, measure_a: Callable[[], A], measure_b: Callable[[], B]) -> tuple[A, B]:
+    """The `index`-th pair of measurements, taken A then B, or B then A for odd indices (A B, B A, A B ...):
+    a drift of the machine's speed over the run, or an edge of going first or second, then weighs on both
+    sides alike."""
+    if index % 2 == 0:
+        a = measure_a()
+        return a, measure_b()
+    b = measure_b()
+    return measure_a(), b
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -433,10 +449,11 @@ def cold_start_and_memory(home: Path, model: StoredModel, work: Path, plan: Plan
     cold, memory = Row.named("cold start"), Row.named("memory")
     served_s, bare_s, served_rss, bare_rss, served_worker, bare_loaded_s = [], [], [], [], [], []
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
-        for index in range(plan.cold_starts):
+
+        def served(index: int) -> None:
             log(f"cold start {index + 1}/{plan.cold_starts}: bentoml serve {IMAGE_SERVICE}")
             server = bench_server(IMAGE_SERVICE, home, work / f"cold-{index}")
-            with PeakMemory(lambda server=server: server.process and server.process.pid) as peak:
+            with PeakMemory(lambda: server.process and server.process.pid) as peak:
                 started = time.perf_counter()
                 try:
                     server.start(ready_timeout_s=READY_TIMEOUT_S)
@@ -448,17 +465,21 @@ def cold_start_and_memory(home: Path, model: StoredModel, work: Path, plan: Plan
             served_worker.append(peak.largest)
             log(f"  served: {served_s[-1]:.1f} s, peak RSS {peak.tree / 1e9:.2f} GB")
 
+        def bare(index: int) -> None:
             log(f"cold start {index + 1}/{plan.cold_starts}: bare process")
             started = time.perf_counter()
-            bare = BarePipeline(home, model, work / f"bare-cold-{index}", work / f"bare-cold-{index}.log", once=True)
-            with PeakMemory(lambda bare=bare: bare.process.pid) as peak:
+            process = BarePipeline(home, model, work / f"bare-cold-{index}", work / f"bare-cold-{index}.log", once=True)
+            with PeakMemory(lambda: process.process.pid) as peak:
                 try:
-                    bare_loaded_s.append(bare.read_event()["loaded_s"])
+                    bare_loaded_s.append(process.read_event()["loaded_s"])
                     bare_s.append(time.perf_counter() - started)
                 finally:
-                    bare.close()
+                    process.close()
             bare_rss.append(peak.tree)
             log(f"  bare: {bare_s[-1]:.1f} s, peak RSS {peak.tree / 1e9:.2f} GB")
+
+        for index in range(plan.cold_starts):
+            in_turn(index, partial(served, index), partial(bare, index))
     cold.a, cold.b = median(served_s), median(bare_s)
     cold.samples = {"served s": served_s, "bare s": bare_s}
     cold.note = (
@@ -503,8 +524,11 @@ def gateway_rows(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) 
             for index in range(pairs):
                 seed = next(seeds)  # the same request on both sides, each into its own storage
                 fresh_seeds.append(seed)
-                served.append(post_image(client, gateway.url, seed)[0])
-                direct.append(bare.generate(seed))
+                (served_s, _), direct_s = in_turn(
+                    index, partial(post_image, client, gateway.url, seed), partial(bare.generate, seed)
+                )
+                served.append(served_s)
+                direct.append(direct_s)
                 direct_model.append(bare.model_s)
                 if pairs <= 10 or index + 1 == pairs:
                     log(f"overhead {index + 1}/{pairs}: gateway {served[-1]:.2f} s, bare {direct[-1]:.2f} s")
@@ -521,13 +545,21 @@ def gateway_rows(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) 
 
             served_rates, direct_rates = [], []
             round_images = IMAGE_CLIENTS * per_client
-            for index in range(plan.throughput_rounds):
+
+            def served_round() -> float:
                 round_seeds = [next(seeds) for _ in range(round_images)]
                 started = time.perf_counter()
                 list(clients.map(lambda seed: post_image(client, gateway.url, seed), round_seeds))
-                served_rates.append(round_images / (time.perf_counter() - started))
-                bare_seeds = [next(seeds) for _ in range(round_images)]  # consecutive: bare.py counts up
-                direct_rates.append(round_images / bare.generate(bare_seeds[0], repeat=round_images))
+                return round_images / (time.perf_counter() - started)
+
+            def direct_round() -> float:
+                round_seeds = [next(seeds) for _ in range(round_images)]  # consecutive: bare.py counts up
+                return round_images / bare.generate(round_seeds[0], repeat=round_images)
+
+            for index in range(plan.throughput_rounds):
+                served_rate, direct_rate = in_turn(index, served_round, direct_round)
+                served_rates.append(served_rate)
+                direct_rates.append(direct_rate)
                 log(
                     f"throughput {index + 1}/{plan.throughput_rounds}: gateway {served_rates[-1]:.3f} img/s, "
                     f"bare {direct_rates[-1]:.3f} img/s"
@@ -582,8 +614,11 @@ def batching_row(home: Path, work: Path, plan: Plan) -> list[Row]:
             if any(refusals.values()):
                 raise BenchError(f"the captioners refused warm-up captions: {refusals}")
             for index in range(plan.caption_rounds):
-                for name in servers:
-                    rates[name].append(caption_round(name, images))
+                batched, unbatched = in_turn(
+                    index, lambda: caption_round("batched", images), lambda: caption_round("unbatched", images)
+                )
+                rates["batched"].append(batched)
+                rates["unbatched"].append(unbatched)
                 log(
                     f"captions {index + 1}/{plan.caption_rounds}: "
                     + ", ".join(f"{n} {r[-1]:.2f}/s" for n, r in rates.items())
