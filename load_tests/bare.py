@@ -1,7 +1,7 @@
 """The bare baseline of `load_tests/bench.py`: the text-to-image pipeline in a plain Python process.
 
 It does what one `/generate_image` asks of the image service, with no server around it: load the latest
-`text-to-image` from the model store through `services.model_loading` (`pick_device`, `load_text_to_image`:
+`text-to-image` from the model store through `genmedia.model_loading` (`pick_device`, `load_text_to_image`:
 the service's code path, CUDA fp16 or CPU fp32), then per request check storage for the key, generate with
 the same arguments and seeded generator, encode the PNG and put it into local storage.
 
@@ -40,9 +40,9 @@ def main() -> int:
 
     import torch
 
-    from services.model_loading import load_text_to_image, pick_device
-    from services.schemas import image_key
-    from services.storage import LocalObjectStore
+    from genmedia.contract.requests import image_key
+    from genmedia.model_loading import load_text_to_image, pick_device
+    from genmedia.outputs.storage import LocalObjectStore
 
     device, dtype = pick_device()
     pipeline = load_text_to_image(arguments.model_dir, device, dtype)
@@ -77,7 +77,7 @@ def main() -> int:
         ).images[0]
         model_s = time.perf_counter() - started
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=False)  # services.image_generation.ENCODE_OPTIONS["png"]
+        image.save(buffer, format="PNG", optimize=False)  # services.text_to_image.ENCODE_OPTIONS["png"]
         store.put(key, buffer.getvalue(), "image/png")
         return model_s
 

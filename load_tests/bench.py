@@ -27,7 +27,7 @@ skips what is already there): `images` holds the bench text-to-image with tiny s
 pipeline would crowd the memory and the cores), and `captions` the bench captioner, served alone. The table is printed
 and written to `load_tests/RESULTS.md`, whose hand-written section on missed targets is kept across runs.
 On a CUDA machine the same script measures the GPU path: the services and the bare process both pick the
-device with `services.model_loading.pick_device` (the memory row then compares host memory, not GPU memory).
+device with `genmedia.model_loading.pick_device` (the memory row then compares host memory, not GPU memory).
 
     python -m load_tests.bench                    # the benchmark (make bench)
     python -m load_tests.bench --only batching    # some rows only (cold-start, gateway, batching); no RESULTS.md
@@ -64,7 +64,7 @@ from typing import TypeVar
 import httpx
 import psutil
 
-from tests.serving import REPO_ROOT, Server, base_env
+from testbed.serving import REPO_ROOT, Server, base_env
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -75,9 +75,9 @@ RESULTS = REPO_ROOT / "load_tests" / "RESULTS.md"
 ANALYSIS_HEADING = "## Why targets are missed"
 
 GATEWAY = "services.gateway:Gateway"
-IMAGE_SERVICE = "services.image_generation:ImageGenerator"
-CAPTIONER = "services.captioning:ImageCaptioner"
-UNBATCHED_CAPTIONER = "load_tests.unbatched_captioner:ImageCaptioner"
+IMAGE_SERVICE = "services.text_to_image:TextToImage"
+CAPTIONER = "services.image_captioning:ImageCaptioning"
+UNBATCHED_CAPTIONER = "load_tests.unbatched_captioner:ImageCaptioning"
 
 PROMPT = "a lighthouse at dawn"
 SIDE = 256
@@ -231,7 +231,7 @@ class StoredModel:
 def stored_text_to_image(home: Path) -> StoredModel:
     """The text-to-image model the services will load from `home`, looked up as they do."""
     code = (
-        "import json; from services.model_loading import TEXT_TO_IMAGE, stored_model; "
+        "import json; from genmedia.model_loading import TEXT_TO_IMAGE, stored_model; "
         "m = stored_model(TEXT_TO_IMAGE); "
         "print(json.dumps({'tag': str(m.tag), 'path': m.path, 'metadata': dict(m.info.metadata)}))"
     )
@@ -426,7 +426,7 @@ def median(values: list[float]) -> float:
 
 
 class BenchServer(Server):
-    """`tests.serving.Server`, polling `/readyz` every 50 ms rather than 500 ms: a cold start is timed to the
+    """`testbed.serving.Server`, polling `/readyz` every 50 ms rather than 500 ms: a cold start is timed to the
     moment the service is ready, not to the next poll after it."""
 
     def wait_ready(self, timeout_s: float) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from tests.serving import REPO_ROOT, Server, base_env, import_tiny_models
+from testbed.serving import REPO_ROOT, Server, base_env, import_tiny_models
 
 STORE = REPO_ROOT / ".data" / "load-store"
 WORK = REPO_ROOT / ".data" / "load-run"

@@ -1,6 +1,6 @@
 """`make soak`: the whole composition for a few minutes under mixed traffic and rolling faults.
 
-The tiny-model gateway and its three model services (`tests.reliability.composition`, storing into the
+The tiny-model gateway and its three model services (`testbed.composition`, storing into the
 Supabase Storage stand-in) get a few users' worth of traffic (new and repeated images and speech, captions,
 some bad requests) while a fault thread cycles through: a storage outage, transient upload failures, hung
 uploads, a hung speech service, a burst beyond the image service's queue, and once a SIGKILL of the image
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.reliability.composition import (
+from testbed.composition import (
     AUTH,
     BACKEND_TIMEOUT_S,
     DRAIN_WAIT_S,
@@ -44,8 +44,8 @@ from tests.reliability.composition import (
     new_seed,
     tiny_png,
 )
-from tests.reliability.figures import FIGURES
-from tests.serving import import_tiny_models
+from testbed.figures import FIGURES
+from testbed.serving import import_tiny_models
 
 SPOOLED_KEY = re.compile(r"'((?:images|audio)/[0-9a-f]{64}\.[a-z]+)'")
 # After a fault ends, answers for requests that were in flight still carry its marks.
@@ -181,7 +181,7 @@ class Soak:
     def hung_speech(self) -> None:
         self.faults.open(BACKEND_TIMEOUT_S + 2)
         FIGURES.inject()
-        with Suspended(self.composition.process("SpeechSynthesizer")):
+        with Suspended(self.composition.process("TextToSpeech")):
             time.sleep(BACKEND_TIMEOUT_S + 2)
 
     def burst(self) -> None:
@@ -196,7 +196,7 @@ class Soak:
         FIGURES.inject()
         self.faults.open(60)
         started = time.monotonic()
-        self.composition.process("ImageGenerator").kill()
+        self.composition.process("TextToImage").kill()
         time.sleep(5)
         back = self.composition.wait_until_serving(("images",), timeout_s=240)
         FIGURES.timing("image service back in", time.monotonic() - started)

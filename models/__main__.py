@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from genmedia.model_loading import IMAGE_CAPTIONING, ROLES, TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from models import bench, full, tiny
-from services.model_loading import IMAGE_CAPTIONING, ROLES, TEXT_TO_IMAGE, TEXT_TO_SPEECH
 
 GENERATED = "generated"
 

@@ -19,7 +19,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from services.model_loading import IMAGE_CAPTIONING, TEXT_TO_IMAGE, TEXT_TO_SPEECH, caption_architecture
+from genmedia.model_loading import IMAGE_CAPTIONING, TEXT_TO_IMAGE, TEXT_TO_SPEECH, caption_architecture
 
 DEFAULT_SOURCES = {
     TEXT_TO_IMAGE: "stabilityai/sdxl-turbo",

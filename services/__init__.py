@@ -1,9 +1,4 @@
-"""genmedia's BentoML services and the modules they share."""
-
-import logging
-
-# `bentoml serve` shows INFO records only from loggers under "bentoml", so ours lives there.
-logger = logging.getLogger("bentoml.genmedia")
+"""genmedia's BentoML services: one module per model service, and the gateway package in front of them."""
 
 # Callers of a model service (the gateway, a service's own batching client) would otherwise close their
 # session to it every 100 calls or 300 s (BentoML's runner_connection defaults), failing every call in flight.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving import import_tiny_models
+from testbed.serving import import_tiny_models
 
 
 @pytest.fixture(scope="session")

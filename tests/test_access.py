@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from services.access import TokenBucketLimiter, bearer_token, client_address, key_matches
-from services.settings import Settings, SettingsError
+from genmedia.settings import Settings, SettingsError
+from services.gateway.access import TokenBucketLimiter, bearer_token, client_address, key_matches
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
 

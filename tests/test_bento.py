@@ -22,21 +22,21 @@ import soundfile
 import yaml
 from PIL import Image
 
-from tests.serving import BENTOML, REPO_ROOT, Server, base_env
+from testbed.serving import BENTOML, REPO_ROOT, Server, base_env
 from tests.test_client import sdk_from
 from tools.openapi_spec import fix_spec
 
 KEY = "bento-test-key-0123"
-SERVICES = {"Gateway", "ImageGenerator", "SpeechSynthesizer", "ImageCaptioner"}
+SERVICES = {"Gateway", "TextToImage", "TextToSpeech", "ImageCaptioning"}
 MODELS = {
-    "ImageGenerator": "text-to-image",
-    "SpeechSynthesizer": "text-to-speech",
-    "ImageCaptioner": "image-captioning",
+    "TextToImage": "text-to-image",
+    "TextToSpeech": "text-to-speech",
+    "ImageCaptioning": "image-captioning",
 }
 SINGLE_SERVICE_BENTOS = {
-    "image-generator.yaml": "ImageGenerator",
-    "speech-synthesizer.yaml": "SpeechSynthesizer",
-    "image-captioner.yaml": "ImageCaptioner",
+    "text-to-image.yaml": "TextToImage",
+    "text-to-speech.yaml": "TextToSpeech",
+    "image-captioning.yaml": "ImageCaptioning",
 }
 
 
@@ -107,12 +107,13 @@ def test_requirements_file_is_pyprojects_dependencies():
     assert [line for line in lines if line and not line.startswith("#")] == pyproject
 
 
-def test_bento_source_is_the_services_package_only(tiny_store, bento):
+def test_bento_source_is_the_services_and_library_packages_only(tiny_store, bento):
     name, version = bento.split(":")
     source = tiny_store / "bentos" / name / version / "src"
     files = {path.relative_to(source).as_posix() for path in source.rglob("*") if path.is_file()}
-    assert "services/gateway.py" in files and "services/image_generation.py" in files
-    assert {path for path in files if not path.startswith("services/")} <= {"bentofile.yaml"}
+    assert "services/gateway/__init__.py" in files and "services/text_to_image.py" in files
+    assert "genmedia/contract/requests.py" in files
+    assert {path for path in files if not path.startswith(("services/", "genmedia/"))} <= {"bentofile.yaml"}
 
 
 def test_every_model_service_bentofile_builds_that_service_alone(tiny_store):
@@ -122,8 +123,8 @@ def test_every_model_service_bentofile_builds_that_service_alone(tiny_store):
         assert config["service"].endswith(f":{service}")
         assert config["python"] == root["python"] and config["envs"] == root["envs"], file
     # Building one is as cheap as the captioner's: build that one for real.
-    info = bento_info(tiny_store, build(tiny_store, "deploy/bentos/image-captioner.yaml"))
-    assert [service["name"] for service in info["services"]] == ["ImageCaptioner"]
+    info = bento_info(tiny_store, build(tiny_store, "deploy/bentos/image-captioning.yaml"))
+    assert [service["name"] for service in info["services"]] == ["ImageCaptioning"]
     assert [model["tag"].split(":")[0] for model in info["services"][0]["models"]] == ["image-captioning"]
 
 

@@ -1,4 +1,4 @@
-"""The captioning service, served for real (`bentoml serve services.captioning:ImageCaptioner`, tiny BLIP).
+"""The captioning service, served for real (`bentoml serve services.image_captioning:ImageCaptioning`, tiny BLIP).
 
 One server for the whole file. Its PyTorch runs one thread: the tiny model is all per-call overhead, and
 two threads spinning on cores the test client shares are slower than one.
@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.serving import Server, base_env
+from testbed.serving import Server, base_env
 from tests.test_uploads import png_header
 
 BATCH_METRIC = "genmedia_caption_batch_size_count"
@@ -23,7 +23,7 @@ BATCH_METRIC = "genmedia_caption_batch_size_count"
 @pytest.fixture(scope="module")
 def captioner(tiny_store, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("captioning") / "serve.log"
-    server = Server("services.captioning:ImageCaptioner", base_env(tiny_store, OMP_NUM_THREADS="1"), log_path)
+    server = Server("services.image_captioning:ImageCaptioning", base_env(tiny_store, OMP_NUM_THREADS="1"), log_path)
     server.start()
     yield server
     server.stop()

@@ -15,8 +15,8 @@ import yaml
 from tools.deployment_config import DEFAULTS, TEMPLATE, render
 
 REPO_ROOT = TEMPLATE.parents[1]
-MODEL_SERVICES = {"ImageGenerator", "SpeechSynthesizer", "ImageCaptioner"}
-GPU_SERVICES = {"ImageGenerator", "SpeechSynthesizer"}
+MODEL_SERVICES = {"TextToImage", "TextToSpeech", "ImageCaptioning"}
+GPU_SERVICES = {"TextToImage", "TextToSpeech"}
 # What a GPU cold start on BentoCloud may take (node, image pull, weights, warm-up), in seconds.
 COLD_START_S = 600
 SECRET_SETTINGS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "GATEWAY_API_KEYS", "HF_TOKEN")
@@ -101,9 +101,9 @@ def test_instance_types_come_from_the_environment():
     config = rendered(GPU_INSTANCE_TYPE="gpu.h100.1", CPU_INSTANCE_TYPE="cpu.8", GATEWAY_INSTANCE_TYPE="cpu.1")
     types = {name: service["instance_type"] for name, service in config["services"].items()}
     assert types == {
-        "ImageGenerator": "gpu.h100.1",
-        "SpeechSynthesizer": "gpu.h100.1",
-        "ImageCaptioner": "cpu.8",
+        "TextToImage": "gpu.h100.1",
+        "TextToSpeech": "gpu.h100.1",
+        "ImageCaptioning": "cpu.8",
         "Gateway": "cpu.1",
     }
     assert rendered(DEPLOYMENT_NAME="genmedia-staging")["name"] == "genmedia-staging"

@@ -19,7 +19,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from tests.serving import Server, base_env
+from testbed.serving import Server, base_env
 
 KEY = "main-key-0123456789"
 OTHER_KEY = "other-key-9876543210"
@@ -342,7 +342,7 @@ def service_processes(server: Server, service_name: str) -> list[psutil.Process]
 
 def test_hanging_model_service_gives_503_while_others_work_and_recovers(strict_gateway):
     headers = {"Authorization": f"Bearer {STRICT_KEYS[1]}"}
-    speech = service_processes(strict_gateway, "SpeechSynthesizer")
+    speech = service_processes(strict_gateway, "TextToSpeech")
     assert speech, "speech service process not found"
     for process in speech:
         process.send_signal(signal.SIGSTOP)
@@ -367,7 +367,7 @@ def test_hanging_model_service_gives_503_while_others_work_and_recovers(strict_g
 def test_killed_model_service_gives_503_and_comes_back(strict_gateway):
     headers = {"Authorization": f"Bearer {STRICT_KEYS[0]}"}
     time.sleep(21)
-    for process in service_processes(strict_gateway, "ImageCaptioner"):
+    for process in service_processes(strict_gateway, "ImageCaptioning"):
         os.kill(process.pid, signal.SIGKILL)
     response = post(strict_gateway, "/caption_image", headers, files={"image": png_bytes()})
     assert response.status_code == 503

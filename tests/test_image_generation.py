@@ -1,4 +1,4 @@
-"""The text-to-image service alone (`bentoml serve services.image_generation:ImageGenerator`), tiny model,
+"""The text-to-image service alone (`bentoml serve services.text_to_image:TextToImage`), tiny model,
 storing into the Supabase Storage test server through the real client."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import httpx
 import pytest
 from PIL import Image, ImageChops
 
-from tests.serving import Server, base_env
-from tests.storage_server import FakeSupabaseStorage
+from testbed.serving import Server, base_env
+from testbed.storage_server import FakeSupabaseStorage
 
 BUCKET = "images-test"
 GENERATED = ("genmedia_outputs_generated_total", {"capability": "images"})
@@ -36,7 +36,7 @@ def image_service(tiny_store, storage, tmp_path_factory):
         STORAGE_TIMEOUT_S="1",
         STORAGE_RETRY_BUDGET_S="2",
     )
-    server = Server("services.image_generation:ImageGenerator", env, work / "server.log").start()
+    server = Server("services.text_to_image:TextToImage", env, work / "server.log").start()
     yield server
     server.stop()
 

@@ -1,4 +1,4 @@
-"""The model store (`shared/API.md`, "Model store"): `python -m models import` and `services.model_loading`.
+"""The model store (`shared/API.md`, "Model store"): `python -m models import` and `genmedia.model_loading`.
 
 The tiny profile is imported once, by the real command, into a temporary BENTOML_HOME; each model is then
 loaded by the loaders the services use and run once on the CPU. The full profile needs the Hub, which tests
@@ -17,8 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.full import ImportFailed, weight_patterns
-from services.model_loading import (
+from genmedia.model_loading import (
     IMAGE_CAPTIONING,
     ROLES,
     TEXT_TO_IMAGE,
@@ -29,13 +28,14 @@ from services.model_loading import (
     load_text_to_speech,
     pick_device,
 )
-from tests.serving import REPO_ROOT, base_env
+from models.full import ImportFailed, weight_patterns
+from testbed.serving import REPO_ROOT, base_env
 
 # What the gateway and the services read of each stored model, printed by a fresh process: `stored_model`
 # resolves the store from BENTOML_HOME once per process.
 DESCRIBE_STORE = """
 import json
-from services.model_loading import ROLES, stored_model
+from genmedia.model_loading import ROLES, stored_model
 models = {role: stored_model(role) for role in ROLES}
 print(json.dumps({role: {"tag": str(model.tag), "labels": model.info.labels, "metadata": model.info.metadata,
                          "path": model.path} for role, model in models.items()}))

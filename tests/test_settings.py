@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from services.settings import Settings, SettingsError
+from genmedia.settings import Settings, SettingsError
 
 
 def test_defaults_use_local_storage():

@@ -14,9 +14,9 @@ import pytest
 import soundfile
 import yaml
 
-from services.storage import LocalObjectStore
-from services.text_chunks import MAX_PIECE_CHARS, split_for_speech
-from tests.serving import Server, base_env
+from genmedia.outputs.storage import LocalObjectStore
+from genmedia.text_chunks import MAX_PIECE_CHARS, split_for_speech
+from testbed.serving import Server, base_env
 
 VOICE = "A calm female voice, close to the microphone."
 # Eight sentences of about 120 characters: four pieces of two sentences each.
@@ -40,7 +40,7 @@ def speech(tiny_store, workdir):
         LOCAL_STORAGE_DIR=str(workdir / "files"),
         SPOOL_DIR=str(workdir / "spool"),
     )
-    server = Server("services.speech:SpeechSynthesizer", env, workdir / "serve.log").start()
+    server = Server("services.text_to_speech:TextToSpeech", env, workdir / "serve.log").start()
     yield server
     server.stop()
 

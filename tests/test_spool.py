@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.spool import Spool, drain, publish, upload_spooled
-from services.storage import InvalidKey, StorageError, StorageUnavailable, StoredObject
-from tests.storage_server import FakeSupabaseStorage
+from genmedia.outputs.spool import Spool, drain, publish, upload_spooled
+from genmedia.outputs.storage import InvalidKey, StorageError, StorageUnavailable, StoredObject
+from testbed.storage_server import FakeSupabaseStorage
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 

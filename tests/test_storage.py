@@ -18,8 +18,7 @@ import pytest
 from storage3 import SyncStorageClient
 from storage3.exceptions import StorageApiError
 
-from services.settings import Settings
-from services.storage import (
+from genmedia.outputs.storage import (
     InvalidKey,
     LocalObjectStore,
     ObjectNotFound,
@@ -29,7 +28,8 @@ from services.storage import (
     open_store,
     validate_key,
 )
-from tests.storage_server import FakeSupabaseStorage
+from genmedia.settings import Settings
+from testbed.storage_server import FakeSupabaseStorage
 
 PUBLIC_BASE_URL = "http://gateway.test:3000"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\r\n--boundary-lookalike\r\n"

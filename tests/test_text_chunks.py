@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from services.text_chunks import MAX_PIECE_CHARS, sentences, split_for_speech
+from genmedia.text_chunks import MAX_PIECE_CHARS, sentences, split_for_speech
 
 SENTENCES = [
     f"Sentence {number} tells a {'very ' * (number % 5)}long story about the sea and the boats on it!"

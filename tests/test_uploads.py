@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from services.errors import InvalidInput, PayloadTooLarge
-from services.schemas import MAX_UPLOAD_BYTES
-from services.uploads import read_upload_image
+from genmedia.contract.errors import InvalidInput, PayloadTooLarge
+from genmedia.contract.requests import MAX_UPLOAD_BYTES
+from genmedia.contract.uploads import read_upload_image
 
 
 def gradient(width: int = 64, height: int = 48, mode: str = "RGB") -> Image.Image:

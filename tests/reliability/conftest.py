@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.reliability.composition import (
+from testbed.composition import (
     API_KEY,
     DRAIN_WAIT_S,
     SERVICES,
@@ -18,7 +18,7 @@ from tests.reliability.composition import (
     FaultyStorage,
     MemoryWatch,
 )
-from tests.reliability.figures import FIGURES
+from testbed.figures import FIGURES
 
 SECRETS = {"the Supabase service role key": SUPABASE_KEY, "the API key": API_KEY}
 

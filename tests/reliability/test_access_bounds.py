@@ -8,7 +8,7 @@ import ipaddress
 import time
 import tracemalloc
 
-from services.access import TokenBucketLimiter, client_address
+from services.gateway.access import TokenBucketLimiter, client_address
 
 
 def identities(count: int, start: int = 0):

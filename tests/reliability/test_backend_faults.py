@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.reliability.composition import BACKEND_TIMEOUT_S, Suspended
-from tests.reliability.figures import FIGURES
+from testbed.composition import BACKEND_TIMEOUT_S, Suspended
+from testbed.figures import FIGURES
 
 # The gateway's own work around the call (a cache lookup in storage for a seeded request) plus slack for
 # two busy cores.
@@ -24,7 +24,7 @@ def test_a_hung_image_service_answers_503_within_the_backend_timeout_while_the_r
     assert FIGURES.record(gateway.image(**cached_request)).status_code == 200
 
     FIGURES.inject()
-    with Suspended(gateway.process("ImageGenerator")), ThreadPoolExecutor(max_workers=4) as pool:
+    with Suspended(gateway.process("TextToImage")), ThreadPoolExecutor(max_workers=4) as pool:
         started = time.monotonic()
         hung = pool.submit(gateway.image)
         speech = pool.submit(gateway.speech)

@@ -27,8 +27,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.reliability.composition import AUTH, LocalFilesServer, new_seed
-from tests.reliability.figures import FIGURES
+from testbed.composition import AUTH, LocalFilesServer, new_seed
+from testbed.figures import FIGURES
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -366,10 +366,10 @@ def webp_claiming(width: int, height: int) -> bytes:
 def test_hostile_uploads_are_refused_before_the_captioner(gateway, upload, status):
     gateway_process = gateway.process("Gateway")
     rss_before = gateway_process.memory_info().rss
-    forwarded = gateway.metric("genmedia_gateway_forwarded_total", service="ImageCaptioner")
+    forwarded = gateway.metric("genmedia_gateway_forwarded_total", service="ImageCaptioning")
     response = FIGURES.record(gateway.post("/caption_image", files={"image": ("upload.png", upload, "image/png")}))
     assert response.status_code == status and says_why(response), (response.status_code, response.text)
-    assert gateway.metric("genmedia_gateway_forwarded_total", service="ImageCaptioner") == forwarded
+    assert gateway.metric("genmedia_gateway_forwarded_total", service="ImageCaptioning") == forwarded
     assert (gateway_process.memory_info().rss - rss_before) / 2**20 < 50
 
 
@@ -411,7 +411,7 @@ def files_server(tmp_path_factory):
     work = tmp_path_factory.mktemp("files-server")
     (work / "secret.txt").write_text("TOP-SECRET-OUTSIDE-THE-ROOT")
     server = LocalFilesServer(work, RATE_LIMIT_PER_MINUTE="5", BLOCKED_IPS="203.0.113.0/24").start()
-    from services.storage import LocalObjectStore
+    from genmedia.outputs.storage import LocalObjectStore
 
     store = LocalObjectStore(server.root, server.url)
     server.key = f"images/{'ab' * 32}.png"

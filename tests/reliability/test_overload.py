@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.reliability.composition import AUTH, BACKEND_TIMEOUT_S, IMAGE_MAX_CONCURRENCY, Suspended, new_seed
-from tests.reliability.figures import FIGURES
+from testbed.composition import AUTH, BACKEND_TIMEOUT_S, IMAGE_MAX_CONCURRENCY, Suspended, new_seed
+from testbed.figures import FIGURES
 
 BURST = 24
 FAST_S = 3.0
@@ -92,7 +92,7 @@ def flood(composition):
     bodies = [{"prompt": "a flood", "width": 64, "height": 64, "seed": new_seed()} for _ in range(capacity + 44)]
     gateway_rss = [composition.rss_mb("Gateway")]
     FIGURES.inject()
-    with ThreadPoolExecutor(max_workers=1) as pool, Suspended(composition.process("ImageGenerator")):
+    with ThreadPoolExecutor(max_workers=1) as pool, Suspended(composition.process("TextToImage")):
         sending = pool.submit(asyncio.run, send_all(composition.url, bodies, timeout_s=BACKEND_TIMEOUT_S + 20))
         while not sending.done():
             gateway_rss.append(composition.rss_mb("Gateway"))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.reliability.composition import API_KEY, AUTH, BUCKET, SUPABASE_KEY, new_seed
-from tests.reliability.figures import FIGURES
+from testbed.composition import API_KEY, AUTH, BUCKET, SUPABASE_KEY, new_seed
+from testbed.figures import FIGURES
 
 SECRETS = {"Supabase service role key": SUPABASE_KEY, "API key": API_KEY}
 

@@ -14,14 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.reliability.composition import (
+from testbed.composition import (
     BACKEND_TIMEOUT_S,
     DRAIN_WAIT_S,
     STORAGE_RETRY_BUDGET_S,
     STORAGE_TIMEOUT_S,
     new_seed,
 )
-from tests.reliability.figures import FIGURES
+from testbed.figures import FIGURES
 
 # An outage request makes three storage operations in sequence (the gateway's cache lookup, the service's,
 # the upload), each within one retry budget plus one request timeout, around one tiny generation.
@@ -164,7 +164,7 @@ def crash(composition, storage):
             # Big and slow on purpose: still denoising when the kill comes, after two storage lookups.
             in_flight = pool.submit(composition.image, size=1024, steps=30)
             time.sleep(2 * (STORAGE_RETRY_BUDGET_S + STORAGE_TIMEOUT_S) + 2)
-            victim = composition.process("ImageGenerator")
+            victim = composition.process("TextToImage")
             victim.kill()
             killed_at = time.monotonic()
             storage.set_down(False)

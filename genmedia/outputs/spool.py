@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from services.storage import (
+from genmedia.outputs.storage import (
     ObjectStore,
     StorageError,
     StorageUnavailable,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from services.errors import InvalidInput, PayloadTooLarge
-from services.schemas import ACCEPTED_IMAGE_FORMATS, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
+from genmedia.contract.errors import InvalidInput, PayloadTooLarge
+from genmedia.contract.requests import ACCEPTED_IMAGE_FORMATS, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
 
 # Pillow's own bomb guard, set to our limit: it warns above it and raises above twice it, in `Image.open`.
 # Process-wide, so images BentoML itself decodes in this process get the same guard.

@@ -1,5 +1,5 @@
 """The composition under test: `bentoml serve services.gateway:Gateway` on tiny models, storing into the
-Supabase Storage stand-in (`tests.storage_server`), with short timeouts so every fault resolves in seconds.
+Supabase Storage stand-in (`testbed.storage_server`), with short timeouts so every fault resolves in seconds.
 
 Shared by the reliability suite (one composition per session) and `load_tests/soak.py`. It also starts the
 gateway's `/files` app alone over local storage (`local_files_app`), since the composition's storage is
@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.outputs import DRAIN_INTERVAL_S
-from services.spool import Spool
-from tests.serving import REPO_ROOT, Server, base_env, free_port
-from tests.storage_server import PREFIX, FakeSupabaseStorage
+from genmedia.outputs import DRAIN_INTERVAL_S
+from genmedia.outputs.spool import Spool
+from testbed.serving import REPO_ROOT, Server, base_env, free_port
+from testbed.storage_server import PREFIX, FakeSupabaseStorage
 
 # Distinctive secrets, so a leak is found by a plain substring search of logs, bodies and specs.
 API_KEY = "rel-api-key-Q7m2xV9pL4cT"
@@ -42,12 +42,12 @@ BACKEND_TIMEOUT_S = 8.0
 # The image service's `traffic.max_concurrency` (32 in its decorator), lowered through BentoML's config
 # overrides so a burst of a few dozen requests overflows it while each accepted one still ends in seconds.
 IMAGE_MAX_CONCURRENCY = 4
-# Proposed setting (see README "Failure behaviour"); until `services.settings` reads it, the spool drain
+# Proposed setting (see README "Failure behaviour"); until `genmedia.settings` reads it, the spool drain
 # runs every `DRAIN_INTERVAL_S` (30 s) and the tests that wait for it wait that long.
 SPOOL_DRAIN_INTERVAL_S = 2
 DRAIN_WAIT_S = max(DRAIN_INTERVAL_S, SPOOL_DRAIN_INTERVAL_S) + 15
 
-SERVICES = ("Gateway", "ImageGenerator", "SpeechSynthesizer", "ImageCaptioner")
+SERVICES = ("Gateway", "TextToImage", "TextToSpeech", "ImageCaptioning")
 
 
 class FaultyStorage(FakeSupabaseStorage):
@@ -101,7 +101,7 @@ class FaultyStorage(FakeSupabaseStorage):
 
 
 def composition_env(bentoml_home: Path, work: Path, storage: FakeSupabaseStorage, **extra: str) -> dict[str, str]:
-    overrides = {"services": {"ImageGenerator": {"traffic": {"max_concurrency": IMAGE_MAX_CONCURRENCY}}}}
+    overrides = {"services": {"TextToImage": {"traffic": {"max_concurrency": IMAGE_MAX_CONCURRENCY}}}}
     return base_env(
         bentoml_home,
         **storage.env(bucket=BUCKET),
@@ -339,7 +339,7 @@ class LocalFilesServer:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60) -> LocalFilesServer:
-        command = [sys.executable, "-m", "uvicorn", "--factory", "tests.reliability.composition:local_files_app"]
+        command = [sys.executable, "-m", "uvicorn", "--factory", "testbed.composition:local_files_app"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -372,9 +372,9 @@ def local_files_app():
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from services.access import AccessGuard, Cors
-    from services.errors import ErrorBodyMiddleware
+    from genmedia.contract.errors import ErrorBodyMiddleware
     from services.gateway import files_app
+    from services.gateway.access import AccessGuard, Cors
 
     async def accepted(request):
         return JSONResponse({"accepted": True})

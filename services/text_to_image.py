@@ -15,12 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 
-from services import ONE_LASTING_CONNECTION, logger
-from services.errors import ErrorBodyMiddleware, answers_errors
-from services.metrics import metrics
-from services.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
-from services.outputs import OutputStore
-from services.schemas import (
+from genmedia import logger
+from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
+from genmedia.contract.requests import (
     CONTENT_TYPES,
     DEFAULT_IMAGE_SIDE,
     MAX_SEED,
@@ -34,7 +31,11 @@ from services.schemas import (
     Steps,
     image_key,
 )
-from services.settings import get_settings
+from genmedia.metrics import metrics
+from genmedia.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
+from genmedia.outputs import OutputStore
+from genmedia.settings import get_settings
+from services import ONE_LASTING_CONNECTION
 
 ENCODE_OPTIONS = {"png": {"optimize": False}, "webp": {"quality": 90}, "jpeg": {"quality": 92}}
 
@@ -51,7 +52,7 @@ def encode_image(image, format: str) -> bytes:
     traffic={"timeout": 600, "concurrency": 4, "max_concurrency": 32},
     runner_connection=ONE_LASTING_CONNECTION,
 )
-class ImageGenerator:
+class TextToImage:
     model = bentoml.models.BentoModel(f"{TEXT_TO_IMAGE}:latest")
 
     def __init__(self) -> None:
@@ -140,4 +141,4 @@ class ImageGenerator:
         return result.model_copy(update={"cached": False})
 
 
-ImageGenerator.add_asgi_middleware(ErrorBodyMiddleware)
+TextToImage.add_asgi_middleware(ErrorBodyMiddleware)

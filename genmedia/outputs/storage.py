@@ -1,9 +1,9 @@
 """Object storage: one interface, two backends (local directory, Supabase Storage).
 
 Every generated file goes through `ObjectStore.put` and is answered as `{file_key, public_url}`. Keys are
-content-addressed by the services (see `services.schemas.content_key`), so a put is idempotent: writing the
+content-addressed by the services (see `genmedia.contract.requests.content_key`), so a put is idempotent: writing the
 same key twice writes the same bytes, which is what makes retrying an upload (and re-uploading a spooled
-one, see `services.spool`) safe.
+one, see `genmedia.outputs.spool`) safe.
 
 Keys come from our own code, but they end up in file paths and URLs, so every backend method checks them
 with `validate_key` first: a key is a relative path of plain segments, nothing that could climb out of the
@@ -34,7 +34,7 @@ from storage3 import SyncStorageClient
 from storage3.exceptions import StorageApiError
 from storage3.utils import StorageException
 
-from services.settings import Settings
+from genmedia.settings import Settings
 
 T = TypeVar("T")
 

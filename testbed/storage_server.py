@@ -25,7 +25,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from services.storage import SupabaseObjectStore
+from genmedia.outputs.storage import SupabaseObjectStore
 
 PREFIX = "/storage/v1"
 

@@ -5,7 +5,7 @@ float32 even where CUDA is visible, and pins PyTorch to the cores it reserves. T
 model store and one warm-up caption runs in `__init__`, before the service reports ready.
 
 A request goes through two steps:
-1. `caption_image` checks and decodes the upload (`services.uploads`, the gateway's own check) and shrinks
+1. `caption_image` checks and decodes the upload (`genmedia.contract.uploads`, the gateway's own check) and shrinks
    it to the model's input size, in a thread, so big photos decode in parallel and never hold up the model;
 2. it then calls `caption_batch` through the service's own client (`self.to_async`), and BentoML's
    dispatcher merges the images of concurrent requests into one `generate` call. Captions are decoded
@@ -24,12 +24,13 @@ from bentoml.exceptions import BentoMLException
 from PIL import Image
 from pydantic import WrapValidator
 
-from services import ONE_LASTING_CONNECTION, logger
-from services.errors import ErrorBodyMiddleware, Unavailable, answers_errors
-from services.metrics import metrics
-from services.model_loading import IMAGE_CAPTIONING, load_image_captioner
-from services.schemas import ACCEPTED_IMAGE_FORMATS, MAX_IMAGE_PIXELS, CaptionResult
-from services.uploads import read_upload_image
+from genmedia import logger
+from genmedia.contract.errors import ErrorBodyMiddleware, Unavailable, answers_errors
+from genmedia.contract.requests import ACCEPTED_IMAGE_FORMATS, MAX_IMAGE_PIXELS, CaptionResult
+from genmedia.contract.uploads import read_upload_image
+from genmedia.metrics import metrics
+from genmedia.model_loading import IMAGE_CAPTIONING, load_image_captioner
+from services import ONE_LASTING_CONNECTION
 
 CPUS = 2
 # Greedy decoding: deterministic, and on a CPU beam search would cost as many decoder passes as beams (BLIP's
@@ -79,7 +80,7 @@ BatchImage = Annotated[Image.Image, WrapValidator(within_upload_rules)]
     traffic={"timeout": 120, "concurrency": 8, "max_concurrency": 64},
     runner_connection=ONE_LASTING_CONNECTION,
 )
-class ImageCaptioner:
+class ImageCaptioning:
     model = bentoml.models.BentoModel(f"{IMAGE_CAPTIONING}:latest")
 
     def __init__(self) -> None:
@@ -165,4 +166,4 @@ def model_input_size(processor) -> tuple[tuple[int, int] | None, int]:
     return (size["width"], size["height"]), int(image_processor.resample)
 
 
-ImageCaptioner.add_asgi_middleware(ErrorBodyMiddleware)
+ImageCaptioning.add_asgi_middleware(ErrorBodyMiddleware)

@@ -1,10 +1,10 @@
 """The gateway: genmedia's one public face, on CPU, guarding the paid GPUs.
 
 A request passes these checks in order, cheapest first, and reaches a model service only if it passes all:
-1. blocked IP (403), API key (401), rate limit (429), body size (413): `services.access.AccessGuard`,
+1. blocked IP (403), API key (401), rate limit (429), body size (413): `services.gateway.access.AccessGuard`,
    middleware that answers before the body is parsed;
-2. input validation (400): the same `services.schemas` types the model services declare, checked by
-   BentoML from this file's signatures, plus the upload checks of `services.uploads` for captions;
+2. input validation (400): the same `genmedia.contract.requests` types the model services declare, checked by
+   BentoML from this file's signatures, plus the upload checks of `genmedia.contract.uploads` for captions;
 3. result cache: a seeded request whose content-addressed key is already in storage is answered from
    there (`cached: true`) without waking the GPU;
 4. the model service, composed with `bentoml.depends` (its own process locally, its own containers and
@@ -28,16 +28,10 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services import logger
-from services.access import AccessGuard, Cors
-from services.audio import audio_duration
-from services.captioning import ImageCaptioner
-from services.errors import ErrorBodyMiddleware, ServiceError, Unavailable, answers_errors, error_response
-from services.image_generation import ImageGenerator
-from services.metrics import metrics
-from services.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH, stored_model
-from services.outputs import OutputStore
-from services.schemas import (
+from genmedia import logger
+from genmedia.audio import audio_duration
+from genmedia.contract.errors import ErrorBodyMiddleware, ServiceError, Unavailable, answers_errors, error_response
+from genmedia.contract.requests import (
     DEFAULT_IMAGE_SIDE,
     DEFAULT_VOICE,
     MAX_SEED,
@@ -57,10 +51,16 @@ from services.schemas import (
     image_key,
     speech_key,
 )
-from services.settings import get_settings
-from services.speech import SpeechSynthesizer
-from services.storage import InvalidKey, LocalObjectStore, ObjectNotFound, open_store, validate_key
-from services.uploads import read_upload_image
+from genmedia.contract.uploads import read_upload_image
+from genmedia.metrics import metrics
+from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH, stored_model
+from genmedia.outputs import OutputStore
+from genmedia.outputs.storage import InvalidKey, LocalObjectStore, ObjectNotFound, open_store, validate_key
+from genmedia.settings import get_settings
+from services.gateway.access import AccessGuard, Cors
+from services.image_captioning import ImageCaptioning
+from services.text_to_image import TextToImage
+from services.text_to_speech import TextToSpeech
 
 BACKEND_RETRY_AFTER_S = 30
 BUSY_RETRY_AFTER_S = 5
@@ -69,7 +69,7 @@ BUSY_RETRY_AFTER_S = 5
 MAX_IN_FLIGHT = 256
 
 # uvicorn replaces the client address with X-Forwarded-For for loopback peers unless told to trust no one;
-# the gateway decides whom to believe itself (TRUSTED_PROXIES, services.access), so nobody may spoof it.
+# the gateway decides whom to believe itself (TRUSTED_PROXIES, services.gateway.access), so nobody may spoof it.
 os.environ["FORWARDED_ALLOW_IPS"] = ""
 
 
@@ -139,9 +139,9 @@ def model_defaults(name: str) -> tuple[str, dict] | None:
     runner_probe={"enabled": False},
 )
 class Gateway:
-    image_generator = bentoml.depends(ImageGenerator)
-    speech_synthesizer = bentoml.depends(SpeechSynthesizer)
-    image_captioner = bentoml.depends(ImageCaptioner)
+    image_generator = bentoml.depends(TextToImage)
+    speech_synthesizer = bentoml.depends(TextToSpeech)
+    image_captioner = bentoml.depends(ImageCaptioning)
 
     def __init__(self) -> None:
         self.settings = get_settings()
@@ -174,7 +174,7 @@ class Gateway:
                     cached=True,
                 )
         call = self.image_generator.to_async.generate_image(**request)
-        return await forward("ImageGenerator", "Image generation", call, self.settings.backend_timeout_s)
+        return await forward("TextToImage", "Image generation", call, self.settings.backend_timeout_s)
 
     async def make_speech(self, request: dict) -> SpeechResult:
         seeded = request["seed"] is not None
@@ -194,7 +194,7 @@ class Gateway:
                     cached=True,
                 )
         call = self.speech_synthesizer.to_async.synthesize_speech(**request)
-        return await forward("SpeechSynthesizer", "Speech synthesis", call, self.settings.backend_timeout_s)
+        return await forward("TextToSpeech", "Speech synthesis", call, self.settings.backend_timeout_s)
 
     @bentoml.api(route="/generate_image")
     @answers_errors
@@ -280,7 +280,7 @@ class Gateway:
         """Caption an uploaded PNG, JPEG or WebP image (multipart field `image`)."""
         await asyncio.to_thread(read_upload_image, image)
         call = self.image_captioner.to_async.caption_image(image=image)
-        return await forward("ImageCaptioner", "Image captioning", call, self.settings.backend_timeout_s)
+        return await forward("ImageCaptioning", "Image captioning", call, self.settings.backend_timeout_s)
 
 
 @functools.cache

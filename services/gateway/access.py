@@ -22,9 +22,9 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
 
-from services.metrics import metrics
-from services.schemas import MAX_UPLOAD_BYTES
-from services.settings import IPNetwork, Settings, get_settings
+from genmedia.contract.requests import MAX_UPLOAD_BYTES
+from genmedia.metrics import metrics
+from genmedia.settings import IPNetwork, Settings, get_settings
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/")
 PUBLIC_PREFIXES = ("/files/",)

@@ -2,7 +2,7 @@
 
 Parler-TTS speaks `text` in the voice a plain-language `description` asks for. It was trained on clips of at
 most 30 s and stops early or drifts past ~20 s of audio in one generation (parler-tts#126), so long text is
-split at sentence ends (`services.text_chunks`), the pieces are generated together as one padded batch with
+split at sentence ends (`genmedia.text_chunks`), the pieces are generated together as one padded batch with
 the same description and seed, and joined with short pauses: no sentence is cut off, and a long text costs
 one generation, not one per sentence.
 
@@ -19,13 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 
-from services import ONE_LASTING_CONNECTION, logger
-from services.audio import audio_duration, encode_audio
-from services.errors import ErrorBodyMiddleware, answers_errors
-from services.metrics import metrics
-from services.model_loading import TEXT_TO_SPEECH, load_text_to_speech, pick_device
-from services.outputs import OutputStore
-from services.schemas import (
+from genmedia import logger
+from genmedia.audio import audio_duration, encode_audio
+from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
+from genmedia.contract.requests import (
     CONTENT_TYPES,
     DEFAULT_VOICE,
     MAX_SEED,
@@ -36,8 +33,12 @@ from services.schemas import (
     VoiceDescription,
     speech_key,
 )
-from services.settings import get_settings
-from services.text_chunks import split_for_speech
+from genmedia.metrics import metrics
+from genmedia.model_loading import TEXT_TO_SPEECH, load_text_to_speech, pick_device
+from genmedia.outputs import OutputStore
+from genmedia.settings import get_settings
+from genmedia.text_chunks import split_for_speech
+from services import ONE_LASTING_CONNECTION
 
 # Silence between two pieces of a long text: about a sentence break when read aloud.
 PAUSE_S = 0.25
@@ -55,7 +56,7 @@ MAX_PIECE_S = 30.0
     traffic={"timeout": 600, "concurrency": 4, "max_concurrency": 32},
     runner_connection=ONE_LASTING_CONNECTION,
 )
-class SpeechSynthesizer:
+class TextToSpeech:
     model = bentoml.models.BentoModel(f"{TEXT_TO_SPEECH}:latest")
 
     def __init__(self) -> None:
@@ -158,4 +159,4 @@ class SpeechSynthesizer:
         return result.model_copy(update={"duration_s": duration, "cached": False})
 
 
-SpeechSynthesizer.add_asgi_middleware(ErrorBodyMiddleware)
+TextToSpeech.add_asgi_middleware(ErrorBodyMiddleware)

@@ -13,11 +13,11 @@ import asyncio
 import threading
 import time
 
-from services import logger
-from services import spool as spooling
-from services.metrics import metrics
-from services.settings import Settings
-from services.storage import ObjectStore, StorageError, open_store
+from genmedia import logger
+from genmedia.metrics import metrics
+from genmedia.outputs import spool as spooling
+from genmedia.outputs.storage import ObjectStore, StorageError, open_store
+from genmedia.settings import Settings
 
 DRAIN_INTERVAL_S = 30
 

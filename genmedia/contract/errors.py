@@ -16,8 +16,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from starlette.responses import JSONResponse
 
-from services import logger
-from services.storage import InvalidKey, StorageUnavailable
+from genmedia import logger
+from genmedia.outputs.storage import InvalidKey, StorageUnavailable
 
 STORAGE_RETRY_AFTER_S = 10
 
