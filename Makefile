@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 endif
 export MODEL_PROFILE
 
-.PHONY: setup models serve test lint
+.PHONY: setup servers models serve test lint
 
 setup: $(VENV)/.installed
 
@@ -32,7 +32,20 @@ serve: models
 	@if [ "$(MODEL_PROFILE)" = tiny ]; then echo "genmedia: tiny random weights: images and audio are noise, captions are gibberish (MODEL_PROFILE=full for real models)"; fi
 	$(BENTOML) serve services.gateway:Gateway --host $(HOST) --port $(PORT)
 
-test: setup
+# Debian's servers the tests run for real (PostgreSQL, Redis, Chromium): installed when missing and
+# apt-get can (CI runs as root on Debian); elsewhere their tests skip with a message saying what is missing.
+SERVER_PACKAGES := postgresql redis-server chromium
+servers:
+	@missing=$$(for package in $(SERVER_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "genmedia: installing $$missing"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+				|| echo "genmedia: could not install $$missing; their tests will skip"; \
+		else echo "genmedia: $$missing not installed (needs root and apt-get); their tests will skip"; fi; \
+	fi
+
+test: setup servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
