@@ -14,16 +14,22 @@ import threading
 import time
 
 from genmedia import logger
+from genmedia.contract.errors import STORAGE_RETRY_AFTER_S, Unavailable
 from genmedia.metrics import metrics
 from genmedia.outputs import spool as spooling
-from genmedia.outputs.storage import ObjectStore, StorageError, open_store
+from genmedia.outputs.storage import ObjectStore, StorageError, StorageUnavailable, open_store
 from genmedia.settings import Settings
 
 DRAIN_INTERVAL_S = 30
 
 
+def kept_for_retry(error: StorageUnavailable) -> Unavailable:
+    """The client's 503 for an output that is spooled while storage is down."""
+    return Unavailable(f"{error} The result is kept and will be stored on retry.", retry_after=STORAGE_RETRY_AFTER_S)
+
+
 class OutputStore:
-    """Storage for one capability's outputs (`images`, `audio`), with a spool when `spooled` is set."""
+    """Storage for one capability's outputs (named by its model role), with a spool when `spooled` is set."""
 
     def __init__(self, capability: str, settings: Settings, *, spooled: bool = True):
         self.capability = capability
@@ -36,11 +42,17 @@ class OutputStore:
     async def find(self, key: str, where: str) -> bool:
         """True when `key` is in storage, uploading it from the spool first if it was spooled.
 
-        Raises `StorageUnavailable` when the output is spooled but storage is still down: the client
+        Raises `Unavailable` (503) when the output is spooled but storage is still down: the client
         retries later and the GPU is not woken for work already done. When storage cannot even say whether
         the key exists, this answers False so the work is done (and spooled) rather than refused.
         """
-        if self.spool is not None and await asyncio.to_thread(spooling.upload_spooled, self.store, self.spool, key):
+        try:
+            uploaded = self.spool is not None and await asyncio.to_thread(
+                spooling.upload_spooled, self.store, self.spool, key
+            )
+        except StorageUnavailable as error:
+            raise kept_for_retry(error) from None
+        if uploaded:
             metrics().spool_uploads.labels(self.capability).inc()
             metrics().cache_hits.labels(self.capability, where).inc()
             return True
@@ -54,11 +66,13 @@ class OutputStore:
         return found
 
     async def save(self, key: str, data: bytes, content_type: str) -> None:
-        """Upload `data` under `key`; on failure it stays in the spool and the error is raised."""
+        """Upload `data` under `key`; on failure it stays in the spool and a 503 is raised."""
         try:
             await asyncio.to_thread(spooling.publish, self.store, self.spool, key, data, content_type)
-        except StorageError:
+        except StorageError as error:
             metrics().storage_failures.labels(self.capability).inc()
+            if isinstance(error, StorageUnavailable):
+                raise kept_for_retry(error) from None
             raise
 
     def start_draining(self, interval_s: float = DRAIN_INTERVAL_S) -> None:
