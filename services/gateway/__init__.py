@@ -85,8 +85,12 @@ class Gateway:
                     model=version,
                     cached=True,
                 )
-        call = self.text_to_image.to_async.generate_image(request.model_dump())
-        return await forward("TextToImage", "Image generation", call, self.settings.backend_timeout_s)
+        return await forward(
+            "TextToImage",
+            "Image generation",
+            lambda: self.text_to_image.to_async.generate_image(request.model_dump()),
+            self.settings.backend_timeout_s,
+        )
 
     async def make_speech(self, request: SpeechRequest) -> SpeechResult:
         seeded = request.seed is not None
@@ -105,8 +109,12 @@ class Gateway:
                     model=version,
                     cached=True,
                 )
-        call = self.text_to_speech.to_async.synthesize_speech(request.model_dump())
-        return await forward("TextToSpeech", "Speech synthesis", call, self.settings.backend_timeout_s)
+        return await forward(
+            "TextToSpeech",
+            "Speech synthesis",
+            lambda: self.text_to_speech.to_async.synthesize_speech(request.model_dump()),
+            self.settings.backend_timeout_s,
+        )
 
     @bentoml.api(route="/generate_image")
     @answers_errors
@@ -137,8 +145,12 @@ class Gateway:
     async def caption_image(self, image: Path) -> CaptionResult:
         """Caption an uploaded PNG, JPEG or WebP image (multipart field `image`)."""
         await asyncio.to_thread(read_upload_image, image)
-        call = self.image_captioning.to_async.caption_image(image=image)
-        return await forward("ImageCaptioning", "Image captioning", call, self.settings.backend_timeout_s)
+        return await forward(
+            "ImageCaptioning",
+            "Image captioning",
+            lambda: self.image_captioning.to_async.caption_image(image=image),
+            self.settings.backend_timeout_s,
+        )
 
 
 Gateway.mount_asgi_app(files_app, path="/files")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiohttp
@@ -22,13 +22,16 @@ from genmedia.metrics import metrics
 from genmedia.model_loading import stored_model
 
 Result = TypeVar("Result")
+# Backoff between attempts to reach a model service that is restarting.
+RECONNECT_FIRST_DELAY_S = 0.25
+RECONNECT_MAX_DELAY_S = 5.0
 
 
-async def forward(service: str, capability: str, call: Awaitable[Result], timeout_s: float) -> Result:
-    """Await a model service call; its failures become errors a client can act on."""
+async def forward(service: str, capability: str, call: Callable[[], Awaitable[Result]], timeout_s: float) -> Result:
+    """Make a model service call; its failures become errors a client can act on."""
     metrics().gateway_forwarded.labels(service).inc()
     try:
-        return await asyncio.wait_for(call, timeout_s)
+        return await asyncio.wait_for(call_while_restarting(call), timeout_s)
     except BentoMLException as error:
         status = int(error.error_code)
         message = backend_message(str(error))
@@ -59,6 +62,21 @@ async def forward(service: str, capability: str, call: Awaitable[Result], timeou
     raise Unavailable(
         f"{capability} is unavailable right now; retry in {BACKEND_RETRY_AFTER_S} s.", retry_after=BACKEND_RETRY_AFTER_S
     )
+
+
+async def call_while_restarting(call: Callable[[], Awaitable[Result]]) -> Result:
+    """The call, made again while the service cannot be connected to (crashed and being restarted by
+    BentoML, which keeps its socket), so a request waits for it rather than failing; the caller's timeout
+    bounds the wait. Safe to repeat: outputs are content-addressed, so a call that did finish is found in
+    storage by its repeat, and captions are pure."""
+    delay_s = RECONNECT_FIRST_DELAY_S
+    while True:
+        try:
+            return await call()
+        except (aiohttp.ClientConnectionError, httpx.ConnectError, ConnectionError) as error:
+            logger.info("model service not connectable (%s); retrying in %.1f s", type(error).__name__, delay_s)
+        await asyncio.sleep(delay_s)
+        delay_s = min(2 * delay_s, RECONNECT_MAX_DELAY_S)
 
 
 def backend_message(text: str) -> str | None:
