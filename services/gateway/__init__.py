@@ -4,7 +4,7 @@ A request passes these checks in order, cheapest first, and reaches a model serv
 1. blocked IP (403), API key (401), rate limit (429), body size (413): `services.gateway.access.AccessGuard`,
    middleware that answers before the body is parsed;
 2. input validation (400): the same `genmedia.contract.requests` types the model services declare, checked by
-   BentoML from this file's signatures, plus the upload checks of `genmedia.contract.uploads` for captions;
+   BentoML from this file's signatures, plus the header checks of `genmedia.contract.uploads` for captions;
 3. result cache: a seeded request whose content-addressed key is already in storage is answered from
    there (`cached: true`) without waking the GPU;
 4. the model service, composed with `bentoml.depends` (its own process locally, its own containers and
@@ -51,7 +51,7 @@ from genmedia.contract.requests import (
     image_key,
     speech_key,
 )
-from genmedia.contract.uploads import read_upload_image
+from genmedia.contract.uploads import DECODES, check_upload
 from genmedia.metrics import metrics
 from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH, stored_model
 from genmedia.outputs import OutputStore
@@ -278,8 +278,11 @@ class Gateway:
     @answers_errors
     async def caption_image(self, image: Path) -> CaptionResult:
         """Caption an uploaded PNG, JPEG or WebP image (multipart field `image`)."""
-        await asyncio.to_thread(read_upload_image, image)
-        call = self.image_captioner.to_async.caption_image(image=image)
+        # Headers only: the captioner does the one full decode (`genmedia.contract.uploads` says why).
+        await DECODES.run(check_upload, image)
+        # Forwarded under a name of our own: the captioner keeps an upload in a file named after it.
+        forwarded = image.rename(image.with_name("upload"))
+        call = self.image_captioner.to_async.caption_image(image=forwarded)
         return await forward("ImageCaptioning", "Image captioning", call, self.settings.backend_timeout_s)
 
 
