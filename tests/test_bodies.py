@@ -170,7 +170,8 @@ def test_json_routes_take_json_and_their_cap_is_64_kb():
 def test_an_upload_over_the_cap_is_refused_declared_or_not():
     guard, _ = guarded()
     data = b"\0" * (UPLOAD_BODY_LIMIT + 1)
-    assert post(guard, "/caption_image", content=data).status_code == 413
+    declared = post(guard, "/caption_image", content=data)
+    assert declared.status_code == 413 and error_of(declared) == "image: the upload is over the 10 MB limit."
 
     async def chunks():  # no Content-Length: sent chunked
         for offset in range(0, len(data), 65536):

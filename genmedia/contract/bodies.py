@@ -141,14 +141,19 @@ class BodyGuard:
         upload = self.uploads.get(scope["path"])
         limit = UPLOAD_BODY_LIMIT if upload else JSON_BODY_LIMIT
         headers = Headers(scope=scope)
+        too_large = (
+            f"{upload.name}: the upload is over the {MAX_UPLOAD_BYTES // 2**20} MB limit."
+            if upload
+            else f"Request body is over {limit} bytes."
+        )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+            return await self.refuse(send, "too_large", 413, too_large)
         timeout_s = self.settings.body_timeout_s
         try:
             body = await read_body(receive, limit, timeout_s)
         except BodyTooLarge:
-            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+            return await self.refuse(send, "too_large", 413, too_large)
         except TimeoutError:
             # Closing the connection drops the sender; uvicorn closes it after an answer that says so.
             return await self.refuse(
