@@ -219,3 +219,13 @@ def test_bodies_past_64_kb_are_kept_on_disk_not_in_memory():
     assert b"".join(large.chunks()) == b"x" * (IN_MEMORY_BYTES + 1)
     small.close()
     large.close()
+
+
+def test_bentomls_own_calls_between_services_pass_to_bentoml():
+    # An upload sent by the gateway to a model service of the same `bentoml serve` is its file's path, pickled;
+    # BentoML refuses this media type (415) in the service the outside reaches.
+    guard, app = guarded()
+    response = post(
+        guard, "/caption_image", content=b"\x80\x04pickled", headers={"Content-Type": "application/vnd.bentoml+pickle"}
+    )
+    assert response.status_code == 200 and app.bodies == [b"\x80\x04pickled"]

@@ -219,3 +219,14 @@ def test_text_for_a_file_input_is_refused_not_fetched(captioner, route, body, co
     response = httpx.post(f"{captioner.url}{route}", content=body, headers={"Content-Type": content_type}, timeout=60)
     assert response.status_code == 400, response.text
     assert response.json()["error"].startswith(("image", "images")), response.text
+
+
+def test_pickled_calls_are_refused_when_served_alone(captioner):
+    # How services of one deployment call each other; never from outside (BentoML's own 415).
+    response = httpx.post(
+        f"{captioner.url}/caption_image",
+        content=b"\x80\x04\x95\x00",
+        headers={"Content-Type": "application/vnd.bentoml+pickle"},
+        timeout=60,
+    )
+    assert response.status_code == 415, response.text

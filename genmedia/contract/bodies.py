@@ -31,6 +31,10 @@ REPLAY_CHUNK_BYTES = 64 * 1024
 # 255 bytes; each hop between services adds 11 more, so this leaves room for several.
 MAX_FILENAME_BYTES = 128
 
+# How the services of one `bentoml serve` call each other (an upload travels as its file's path). BentoML
+# itself answers 415 to it in the service the outside reaches, so only the gateway's own calls come this way.
+BENTOML_PICKLE = "application/vnd.bentoml+pickle"
+
 # What a refusal is sent with: (send, reason, status, message, extra headers).
 Refuse = Callable[..., Awaitable[None]]
 
@@ -179,6 +183,8 @@ async def form_problem(headers: Headers, body: SpooledBody, upload: UploadField 
     file name too long for a temporary file; and it downloads a text value given for a file field as a URL,
     from the service itself. All are refused here first."""
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == BENTOML_PICKLE:
+        return None
     if content_type == "multipart/form-data":
         parser = MultiPartParser
     elif content_type == "application/x-www-form-urlencoded":
