@@ -1,8 +1,9 @@
 """The gateway: genmedia's one public face, on CPU, guarding the paid GPUs.
 
 A request passes these checks in order, cheapest first, and reaches a model service only if it passes all:
-1. blocked IP (403), API key (401), rate limit (429), body size (413): `services.gateway.access.AccessGuard`,
-   middleware that answers before the body is parsed;
+1. blocked IP (403), API key (401), rate limit (429), capacity (503), then the body: size (413), deadline
+   (408), upload form (400): `services.gateway.access.AccessGuard`, middleware that answers before BentoML
+   parses the body;
 2. input validation (400): the same `genmedia.contract.requests` types the model services declare, checked by
    BentoML from this file's signatures, plus the header checks of `genmedia.contract.uploads` for captions;
 3. result cache: a seeded request whose content-addressed key is already in storage is answered from
