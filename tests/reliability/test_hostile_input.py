@@ -386,11 +386,13 @@ def cpu_s(*processes: psutil.Process) -> float:
 def test_scan_bombs_cost_under_a_second_of_cpu_while_files_and_captions_answer(gateway):
     bomb = {"image": ("bomb.jpg", scan_bomb(side=2048), "image/jpeg")}
     services = gateway.process("Gateway"), gateway.process("ImageCaptioning")
+    # Ten in a row, one at a time: one refusal is below the 10 ms tick the processes' CPU time is counted in.
     before = cpu_s(*services)
-    alone = FIGURES.record(gateway.post("/caption_image", files=bomb))
-    refusal_cpu_s = cpu_s(*services) - before
-    FIGURES.measure("scan-bomb JPEG: CPU to refuse it (gateway + captioner)", refusal_cpu_s * 1000, "ms")
-    assert alone.status_code == 400 and "progressive scans" in alone.json()["error"], alone.text
+    alone = [FIGURES.record(gateway.post("/caption_image", files=bomb)) for _ in range(10)]
+    refusal_cpu_s = (cpu_s(*services) - before) / len(alone)
+    FIGURES.measure("scan-bomb JPEG: CPU to refuse one (gateway + captioner)", refusal_cpu_s * 1000, "ms")
+    assert all(response.status_code == 400 for response in alone), alone[0].text
+    assert "progressive scans" in alone[0].json()["error"]
     assert refusal_cpu_s < 1.0
 
     def timed(call):
