@@ -5,14 +5,15 @@ float32 even where CUDA is visible, and pins PyTorch to the cores it reserves. T
 model store and one warm-up caption runs in `__init__`, before the service reports ready.
 
 A request goes through two steps:
-1. `caption_image` checks and decodes the upload (`genmedia.contract.uploads`, the gateway's own check) and shrinks
-   it to the model's input size, in a thread, so big photos decode in parallel and never hold up the model;
+1. `caption_image` checks and decodes the upload (`genmedia.contract.uploads`: the gateway checks only its
+   headers, this is the one full decode), a JPEG at about the model's input size, and shrinks it to that
+   size, on the decode threads (`DECODES`), so big photos decode in parallel, in bounded numbers, and never
+   hold up the model;
 2. it then calls `caption_batch` through the service's own client (`self.to_async`), and BentoML's
    dispatcher merges the images of concurrent requests into one `generate` call. Captions are decoded
    deterministically (greedy, no sampling), so an image gets the same caption alone or in a batch.
 """
 
-import asyncio
 import io
 import os
 import time
@@ -25,9 +26,10 @@ from PIL import Image
 from pydantic import WrapValidator
 
 from genmedia import logger
-from genmedia.contract.errors import ErrorBodyMiddleware, Unavailable, answers_errors
-from genmedia.contract.requests import ACCEPTED_IMAGE_FORMATS, MAX_IMAGE_PIXELS, CaptionResult
-from genmedia.contract.uploads import read_upload_image
+from genmedia.contract.bodies import BodyGuard, UploadField
+from genmedia.contract.errors import CAPTION_BUSY_RETRY_AFTER_S, ErrorBodyMiddleware, Unavailable, answers_errors
+from genmedia.contract.requests import CaptionResult
+from genmedia.contract.uploads import DECODES, read_upload_image
 from genmedia.metrics import metrics
 from genmedia.model_loading import IMAGE_CAPTIONING, load_image_captioner
 from services import ONE_LASTING_CONNECTION
@@ -49,24 +51,31 @@ MAX_BATCH_SIZE = 4
 # The dispatcher answers 503 when a request's wait plus its predicted pass would exceed this: a pass of 4
 # on BLIP-large running ahead of it and then its own (2 × 45 s), so a burst queues instead of failing.
 MAX_LATENCY_MS = 90_000
-BUSY_RETRY_AFTER_S = 10
+
+
+# What `caption_batch` takes from outside: PNGs the size of a model input (`model_input` sends PNGs of the
+# processor's size, 384² for BLIP), not photos, so a batch of MAX_BATCH_SIZE stays a few megabytes decoded.
+BATCH_IMAGE_FORMAT = "PNG"
+MAX_BATCH_IMAGE_PIXELS = 1024 * 1024
 
 
 def within_upload_rules(value, decode) -> Image.Image:
-    """`caption_batch` is a route too: what reaches it from outside keeps to the upload rules, or gets a 400.
+    """`caption_batch` is a route too: what reaches it from outside is a model input, or gets a 400.
 
     BentoML opens each image lazily, so only its header has been read when this runs.
     """
-    limit = f"the {MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit"
+    limit = f"the {MAX_BATCH_IMAGE_PIXELS:,}-pixel limit of a model input"
     try:
         image = decode(value)
     except Image.DecompressionBombError:
         raise ValueError(f"over {limit}") from None
     except (OSError, SyntaxError, ValueError):
-        raise ValueError("not a readable PNG, JPEG or WebP image") from None
-    if image.format not in ACCEPTED_IMAGE_FORMATS:
-        raise ValueError("not a PNG, JPEG or WebP image")
-    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ValueError("not a readable PNG image") from None
+    if not isinstance(image, Image.Image):
+        raise ValueError("send a PNG file part (text and URLs are not fetched)")
+    if image.format != BATCH_IMAGE_FORMAT:
+        raise ValueError("not a PNG image (caption_batch takes model inputs; send photos to /caption_image)")
+    if image.width * image.height > MAX_BATCH_IMAGE_PIXELS:
         raise ValueError(f"{image.width}×{image.height} pixels is over {limit}")
     return image
 
@@ -120,7 +129,9 @@ class ImageCaptioning:
         The processor would resize to this size with this filter anyway (PIL, no reducing gap), so the model
         sees the same pixels; what crosses to the batch is a few hundred kilobytes, not a 40-megapixel photo.
         """
-        image = read_upload_image(path)
+        # A JPEG decodes at 1/2, 1/4 or 1/8 scale straight to about this size (square: EXIF may turn it).
+        draft = None if self.input_size is None else (max(self.input_size),) * 2
+        image = read_upload_image(path, draft_size=draft)
         if self.input_size is not None:
             image = image.resize(self.input_size, resample=self.resample, reducing_gap=None)
         buffer = io.BytesIO()
@@ -144,7 +155,7 @@ class ImageCaptioning:
     @answers_errors
     async def caption_image(self, image: Path) -> CaptionResult:
         """Caption an uploaded PNG, JPEG or WebP image (multipart field `image`)."""
-        picture = await asyncio.to_thread(self.model_input, image)
+        picture = await DECODES.run(self.model_input, image)
         try:
             [caption] = await self.to_async.caption_batch([picture])
         except BentoMLException as error:
@@ -152,7 +163,8 @@ class ImageCaptioning:
                 raise
             # The dispatcher could not fit the request within MAX_LATENCY_MS, or all slots are taken.
             raise Unavailable(
-                f"Image captioning is busy; retry in {BUSY_RETRY_AFTER_S} s.", retry_after=BUSY_RETRY_AFTER_S
+                f"Image captioning is busy; retry in {CAPTION_BUSY_RETRY_AFTER_S} s.",
+                retry_after=CAPTION_BUSY_RETRY_AFTER_S,
             ) from None
         return CaptionResult(caption=caption, model=self.version)
 
@@ -166,4 +178,9 @@ def model_input_size(processor) -> tuple[tuple[int, int] | None, int]:
     return (size["width"], size["height"]), int(image_processor.resample)
 
 
+# Outermost first: the body's bounds, the gateway's own, for when this service is served alone.
+ImageCaptioning.add_asgi_middleware(
+    BodyGuard,
+    uploads={"/caption_image": UploadField("image"), "/caption_batch": UploadField("images", MAX_BATCH_SIZE)},
+)
 ImageCaptioning.add_asgi_middleware(ErrorBodyMiddleware)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import bentoml
 
 from genmedia import logger
+from genmedia.contract.bodies import BodyGuard
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
 from genmedia.contract.requests import CONTENT_TYPES, ImageRequest, ImageResult
 from genmedia.metrics import metrics
@@ -98,4 +99,6 @@ class TextToImage:
         return result.model_copy(update={"cached": False})
 
 
+# Outermost first: the body's bounds (the same as the gateway's, for when this service is served alone).
+TextToImage.add_asgi_middleware(BodyGuard)
 TextToImage.add_asgi_middleware(ErrorBodyMiddleware)

@@ -20,6 +20,7 @@ import bentoml
 
 from genmedia import logger
 from genmedia.audio import audio_duration, encode_audio
+from genmedia.contract.bodies import BodyGuard
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
 from genmedia.contract.requests import CONTENT_TYPES, DEFAULT_VOICE, SpeechRequest, SpeechResult
 from genmedia.metrics import metrics
@@ -144,4 +145,6 @@ class TextToSpeech:
         return result.model_copy(update={"duration_s": duration, "cached": False})
 
 
+# Outermost first: the body's bounds (the same as the gateway's, for when this service is served alone).
+TextToSpeech.add_asgi_middleware(BodyGuard)
 TextToSpeech.add_asgi_middleware(ErrorBodyMiddleware)

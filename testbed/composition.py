@@ -40,6 +40,8 @@ STORAGE_TIMEOUT_S = 0.5
 STORAGE_RETRY_BUDGET_S = 1.0
 # How long the gateway waits for a model service before 503.
 BACKEND_TIMEOUT_S = 8.0
+# How long a request body may take to arrive (408 after): short, so that stalled senders are dropped in seconds.
+BODY_TIMEOUT_S = 10.0
 # The image service's `traffic.max_concurrency` (32 in its decorator), lowered through BentoML's config
 # overrides so a burst of a few dozen requests overflows it while each accepted one still ends in seconds.
 IMAGE_MAX_CONCURRENCY = 4
@@ -113,6 +115,7 @@ def composition_env(bentoml_home: Path, work: Path, storage: FakeSupabaseStorage
         GATEWAY_API_KEYS=API_KEY,
         RATE_LIMIT_PER_MINUTE="1000000",
         BACKEND_TIMEOUT_S=str(BACKEND_TIMEOUT_S),
+        BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
         BENTOML_CONFIG_OVERRIDES=json.dumps(overrides),
         **extra,
     )

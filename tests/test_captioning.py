@@ -6,16 +6,19 @@ two threads spinning on cores the test client shares are slower than one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pytest
 from PIL import Image
 
 from testbed.serving import Server, base_env
-from tests.test_uploads import png_header
+from tests.test_uploads import png_header, scan_bomb
 
 BATCH_METRIC = "genmedia_caption_batch_size_count"
 
@@ -112,3 +115,118 @@ def test_the_service_keeps_serving_after_refusals(captioner):
         assert post(captioner, data, filename, content_type).status_code == status
     assert caption_of(captioner, encoded(noise(4), "JPEG"))
     assert "Traceback" not in captioner.log_text()
+
+
+# Served alone: the same bounds as behind the gateway.
+
+
+def worker_cpu_s(server: Server) -> float:
+    """CPU seconds used so far by the server and all its worker processes."""
+    processes = [psutil.Process(server.process.pid)]
+    processes += processes[0].children(recursive=True)
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def test_a_scan_bomb_jpeg_is_refused_in_under_a_second_of_cpu(captioner):
+    before = worker_cpu_s(captioner)
+    response = post(captioner, scan_bomb(), "bomb.jpg", "image/jpeg")
+    cpu_s = worker_cpu_s(captioner) - before
+    assert response.status_code == 400 and "progressive scans" in response.json()["error"], response.text
+    assert cpu_s < 1.0, f"the refusal cost {cpu_s:.2f} CPU-s"
+
+
+@pytest.mark.parametrize("field", ["file", "Image", "image[]"])
+def test_a_file_under_another_field_name_gets_400(captioner, field):
+    data = encoded(noise(5), "PNG")
+    response = httpx.post(f"{captioner.url}/caption_image", files={field: ("a.png", data, "image/png")}, timeout=60)
+    assert response.status_code == 400 and response.json()["error"].startswith(f"{field}: "), response.text
+
+
+def test_a_file_name_of_245_bytes_gets_400(captioner):
+    response = post(captioner, encoded(noise(6), "PNG"), "x" * 241 + ".png")
+    assert response.status_code == 400 and "file name" in response.json()["error"], response.text
+
+
+def test_a_declared_200_mb_body_is_refused_before_it_is_sent(captioner):
+    host, port = captioner.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        head = (
+            f"POST /caption_image HTTP/1.1\r\nHost: {host}\r\nContent-Length: {200 * 2**20}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        )
+        connection.sendall(head.encode() + b"--b\r\n")
+        answer = http_answer(connection)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"image: the upload is over the 10 MB limit." in answer
+
+
+def http_answer(connection: socket.socket) -> bytes:
+    """One HTTP answer read from `connection`: its head, then as many body bytes as its Content-Length says."""
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := connection.recv(65536)):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.partition(b":")[2]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length and (chunk := connection.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def batch(server: Server, files: list, **kwargs) -> httpx.Response:
+    return httpx.post(f"{server.url}/caption_batch", files=files, timeout=120, **kwargs)
+
+
+def test_caption_batch_captions_model_inputs(captioner):
+    files = [("images", (f"{n}.png", encoded(noise(10 + n, 64, 64), "PNG"), "image/png")) for n in range(2)]
+    response = batch(captioner, files)
+    assert response.status_code == 200, response.text
+    captions = response.json()
+    assert len(captions) == 2 and all(isinstance(caption, str) for caption in captions)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ([("images", (f"{n}.png", encoded(noise(20 + n, 32, 32), "PNG"), "image/png")) for n in range(5)], "at most 4"),
+        ([("images", ("a.jpg", encoded(noise(30), "JPEG"), "image/jpeg"))], "not a PNG image"),
+        ([("images", ("big.png", encoded(noise(31, 1500, 1000), "PNG"), "image/png"))], "pixel limit"),
+        ([("images", ("a.txt", b"not an image at all", "text/plain"))], "not a readable PNG image"),
+    ],
+    ids=["five images", "a jpeg", "a photo-sized png", "a text file"],
+)
+def test_caption_batch_takes_at_most_four_model_inputs(captioner, files, message):
+    response = batch(captioner, files)
+    assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "content_type"),
+    [
+        ("/caption_batch", b'{"images": ["http://203.0.113.10/x.png"]}', "application/json"),
+        ("/caption_batch", b"images=http%3A%2F%2F203.0.113.10%2Fx.png", "application/x-www-form-urlencoded"),
+        ("/caption_image", b"image=http%3A%2F%2F203.0.113.10%2Fx.png", "application/x-www-form-urlencoded"),
+    ],
+    ids=["batch json", "batch form", "image form"],
+)
+def test_text_for_a_file_input_is_refused_not_fetched(captioner, route, body, content_type):
+    response = httpx.post(f"{captioner.url}{route}", content=body, headers={"Content-Type": content_type}, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(("image", "images")), response.text
+
+
+def test_pickled_calls_are_refused_when_served_alone(captioner):
+    # How services of one deployment call each other; never from outside (BentoML's own 415).
+    response = httpx.post(
+        f"{captioner.url}/caption_image",
+        content=b"\x80\x04\x95\x00",
+        headers={"Content-Type": "application/vnd.bentoml+pickle"},
+        timeout=60,
+    )
+    assert response.status_code == 415, response.text

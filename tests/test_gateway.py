@@ -241,10 +241,9 @@ def test_invalid_input_is_refused_naming_the_field_without_waking_a_model(gatewa
     ("upload", "status"),
     [
         (b"just some text, not an image", 400),
-        (png_bytes()[:60], 400),
         (b"\x89PNG" + b"\0" * (11 * 1024 * 1024), 413),
     ],
-    ids=["text file", "truncated png", "11 MB"],
+    ids=["text file", "11 MB"],
 )
 def test_bad_uploads_are_refused_before_the_captioner(gateway, upload, status):
     before = forwarded(gateway)
@@ -252,6 +251,30 @@ def test_bad_uploads_are_refused_before_the_captioner(gateway, upload, status):
     assert response.status_code == status
     assert response.json()["error"]
     assert forwarded(gateway) == before
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"file": ("a.png", png_bytes(), "image/png")}, "file: not a field of this route"),
+        ({"Image": ("a.png", png_bytes(), "image/png")}, "Image: not a field of this route"),
+        ({"image[]": ("a.png", png_bytes(), "image/png")}, "image[]: not a field of this route"),
+        ({"image": ("x" * 241 + ".png", png_bytes(), "image/png")}, "image: the file name is over 128 bytes"),
+    ],
+    ids=["file", "Image", "image[]", "245-byte file name"],
+)
+def test_upload_field_names_and_file_names_are_checked_before_bentoml_parses_them(gateway, files, message):
+    before = forwarded(gateway)
+    response = post(gateway, "/caption_image", files=files)
+    assert response.status_code == 400 and response.json()["error"].startswith(message), response.text
+    assert forwarded(gateway) == before
+
+
+def test_a_truncated_upload_is_refused_by_the_captioner_and_its_400_passed_on(gateway):
+    # Only a decode tells it, and the captioner does the one full decode (`genmedia.contract.uploads`).
+    response = post(gateway, "/caption_image", files={"image": ("upload.png", png_bytes()[:60], "image/png")})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("image: the file is truncated or corrupt")
 
 
 def test_oversized_json_body_gets_413(gateway):

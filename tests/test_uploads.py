@@ -1,18 +1,20 @@
-"""`read_upload_image`: what an uploaded image must be, and what it becomes."""
+"""`read_upload_image` and `check_upload`: what an upload must be, what it becomes, what its decode may cost."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
+import threading
 import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageFile
 
-from genmedia.contract.errors import InvalidInput, PayloadTooLarge
+from genmedia.contract.errors import InvalidInput, PayloadTooLarge, Unavailable
 from genmedia.contract.requests import MAX_UPLOAD_BYTES
-from genmedia.contract.uploads import read_upload_image
+from genmedia.contract.uploads import DecodeSlots, check_upload, read_upload_image
 
 
 def gradient(width: int = 64, height: int = 48, mode: str = "RGB") -> Image.Image:
@@ -150,3 +152,85 @@ def test_exif_orientation_is_applied(tmp_path):
 
 def distance(a: bytes, b: bytes) -> int:
     return sum(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+# Bounded decoding: scans, draft size, decode slots.
+
+
+def scan_bomb(side: int = 1024, repeats: int = 1000) -> bytes:
+    """A progressive JPEG whose last scan is repeated `repeats` times: each repeat is a few bytes that cost
+    the decoder a pass over every block of the canvas."""
+    smooth = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    data = encoded(smooth, "JPEG", progressive=True, quality=75)
+    last_scan = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last_scan:-2] * repeats + data[-2:]
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_from_its_markers(tmp_path, monkeypatch):
+    path = write(tmp_path, "bomb.jpg", scan_bomb())
+
+    def no_decode(self):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    with pytest.raises(InvalidInput, match=r"image: the JPEG has over 32 progressive scans") as refused:
+        read_upload_image(path)
+    assert refused.value.status == 400
+    with pytest.raises(InvalidInput, match="progressive scans"):
+        check_upload(path)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_progressive_jpegs_as_encoders_write_them_are_read(tmp_path, mode):
+    # libjpeg's progressive scripts: 10 scans for colour, 6 for grey, 18 for CMYK.
+    data = encoded(gradient(mode=mode), "JPEG", progressive=True)
+    assert data.count(b"\xff\xda") <= 18
+    image = read_upload_image(write(tmp_path, "progressive.jpg", data))
+    assert (image.mode, image.size) == ("RGB", (64, 48))
+
+
+def test_a_jpeg_is_decoded_at_about_the_size_asked(tmp_path):
+    path = write(tmp_path, "photo.jpg", encoded(gradient(4000, 3000), "JPEG"))
+    # 3000 / 384 ≥ 4 but < 8: a quarter-scale decode, straight from the DCT coefficients.
+    assert read_upload_image(path, draft_size=(384, 384)).size == (1000, 750)
+    assert read_upload_image(path).size == (4000, 3000)
+
+
+def test_a_drafted_jpeg_is_still_turned_upright(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = write(tmp_path, "portrait.jpg", encoded(gradient(1600, 1200), "JPEG", exif=exif.tobytes()))
+    image = read_upload_image(path, draft_size=(384, 384))
+    assert (image.mode, image.size) == ("RGB", (600, 800))
+
+
+def test_the_draft_size_leaves_other_formats_whole(tmp_path):
+    original = gradient()
+    image = read_upload_image(write(tmp_path, "upload.png", encoded(original, "PNG")), draft_size=(16, 16))
+    assert image.tobytes() == original.tobytes()
+
+
+def test_check_upload_refuses_what_read_upload_image_refuses_from_headers(tmp_path):
+    with pytest.raises(PayloadTooLarge, match="over the 40-megapixel limit"):
+        check_upload(write(tmp_path, "bomb.png", png_header(8000, 6000)))
+    with pytest.raises(InvalidInput, match="not a PNG, JPEG or WebP image"):
+        check_upload(write(tmp_path, "notes.png", b"plain text, not an image\n" * 20))
+    assert check_upload(write(tmp_path, "ok.jpg", encoded(gradient(), "JPEG"))) is None
+
+
+def test_decodes_beyond_the_slots_and_their_queue_are_refused_with_retry_after():
+    slots = DecodeSlots(workers=1, waiting=1)
+    release = threading.Event()
+
+    async def flood():
+        running = [asyncio.create_task(slots.run(release.wait, 30)) for _ in range(2)]
+        await asyncio.sleep(0)  # both admitted: one decoding, one waiting
+        with pytest.raises(Unavailable) as refused:
+            await slots.run(release.wait, 30)
+        release.set()
+        return refused.value, await asyncio.gather(*running)
+
+    refused, finished = asyncio.run(flood())
+    assert (refused.status, refused.retry_after) == (503, 5)
+    assert finished == [True, True]
+    assert slots.admitted == 0

@@ -1,10 +1,11 @@
 """The gateway: genmedia's one public face, on CPU, guarding the paid GPUs.
 
 A request passes these checks in order, cheapest first, and reaches a model service only if it passes all:
-1. blocked IP (403), API key (401), rate limit (429), content type (415), body size (413):
-   `services.gateway.access.AccessGuard`, middleware that answers before the body is parsed;
+1. blocked IP (403), API key (401), rate limit (429), capacity (503), then the body: content type (415),
+   size (413), deadline (408), upload form (400): `services.gateway.access.AccessGuard`, middleware that
+   answers before BentoML parses the body;
 2. input validation (400): the request objects of `genmedia.contract.requests`, the same ones the model
-   services take, checked by BentoML from this file's signatures, plus the upload checks of
+   services take, checked by BentoML from this file's signatures, plus the header checks of
    `genmedia.contract.uploads` for captions;
 3. result cache: a seeded request whose content-addressed key is already in storage is answered from
    there (`cached: true`) without waking the GPU;
@@ -25,7 +26,7 @@ from genmedia import logger
 from genmedia.audio import audio_duration
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
 from genmedia.contract.requests import CaptionResult, ImageRequest, ImageResult, SpeechRequest, SpeechResult
-from genmedia.contract.uploads import read_upload_image
+from genmedia.contract.uploads import DECODES, check_upload
 from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
@@ -144,11 +145,14 @@ class Gateway:
     @answers_errors
     async def caption_image(self, image: Path) -> CaptionResult:
         """Caption an uploaded PNG, JPEG or WebP image (multipart field `image`)."""
-        await asyncio.to_thread(read_upload_image, image)
+        # Headers only: the captioner does the one full decode (`genmedia.contract.uploads` says why).
+        await DECODES.run(check_upload, image)
+        # Forwarded under a name of our own: the captioner keeps an upload in a file named after it.
+        forwarded = image.rename(image.with_name("upload"))
         return await forward(
             "ImageCaptioning",
             "Image captioning",
-            lambda: self.image_captioning.to_async.caption_image(image=image),
+            lambda: self.image_captioning.to_async.caption_image(image=forwarded),
             self.settings.backend_timeout_s,
         )
 

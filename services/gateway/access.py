@@ -1,51 +1,35 @@
 """Who may call the gateway, and how often: the checks that run before a request body is even parsed.
 
 `AccessGuard` is ASGI middleware, so it answers before BentoML reads and validates the body, in the order
-the contract gives, cheapest first: blocked IP (403) → API key (401) → rate limit (429) → content type (415)
-→ body size (413).
+the contract gives, cheapest first: blocked IP (403) → API key (401) → rate limit (429) → capacity (503),
+then the body (`genmedia.contract.bodies`: content type 415, size 413, deadline 408, form 400).
 Health probes, metrics and the OpenAPI docs pass untouched; `/files/...` is public (it is what
 `public_url` points at) but still refused to blocked IPs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import ipaddress
-import json
 import math
 import threading
 import time
 from collections import OrderedDict
 from typing import Protocol
 
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
 
+from genmedia.contract.bodies import BodyGuard, UploadField, send_error
 from genmedia.contract.errors import BUSY_RETRY_AFTER_S
-from genmedia.contract.requests import MAX_UPLOAD_BYTES
 from genmedia.metrics import metrics
 from genmedia.settings import IPNetwork, Settings, get_settings
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/")
 # The API page's scripts and styles, and what `public_url` points at: no key needed, block list applies.
 PUBLIC_PREFIXES = ("/files/", "/static_content/")
-JSON_BODY_LIMIT = 64 * 1024
-# Multipart framing around an upload of at most MAX_UPLOAD_BYTES.
-UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
-UPLOAD_PATHS = ("/caption_image",)
-# The file field of each upload route: BentoML would download a text value of it as a URL.
-UPLOAD_FIELDS = {"/caption_image": "image"}
-# A refused body is still read (and dropped) up to this much before the refusal is sent, so that clients
-# which send the whole body before reading (Python's urllib and requests) read the 413 instead of a reset
-# connection (uvicorn closes a connection whose body was not read). Past it, or past the deadline, the
-# refusal goes out at once. A client that asked `Expect: 100-continue` (curl) has sent nothing yet: it is
-# answered at once and never sends the body.
-REFUSED_BODY_DRAIN_BYTES = 64 * 1024 * 1024
-REFUSED_BODY_DRAIN_S = 30
+# The gateway's upload routes and their file fields (`genmedia.contract.bodies` checks their forms).
+UPLOADS = {"/caption_image": UploadField("image")}
 # Polling an async job is authenticated but not rate limited: a client waiting on a job should not run
 # out of requests for new work.
 POLLING_SUFFIXES = ("/status", "/get")
@@ -130,7 +114,7 @@ class TokenBucketLimiter:
 
 
 class AccessGuard:
-    """ASGI middleware: IP block, API key, rate limit and body size, before anything else runs."""
+    """ASGI middleware: IP block, API key, rate limit, capacity and the body's bounds, before anything else runs."""
 
     def __init__(
         self,
@@ -144,6 +128,8 @@ class AccessGuard:
         self.limiter = limiter or TokenBucketLimiter(self.settings.rate_limit_per_minute)
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        # Body size, deadline and form checks, shared with the model services (each serves them alone too).
+        self.bodies = BodyGuard(app, UPLOADS, self.settings, refuse=self.refuse)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"] in OPEN_PATHS:
@@ -180,23 +166,7 @@ class AccessGuard:
                 {"Retry-After": str(retry_after)},
             )
 
-        receive = BodyReceiver(receive, headers)
-        if (wrong_type := content_type_problem(scope["path"], headers)) is not None:
-            await receive.drain()
-            return await self.refuse(send, "media_type", 415, wrong_type)
-
-        limit = UPLOAD_BODY_LIMIT if scope["path"] in UPLOAD_PATHS else JSON_BODY_LIMIT
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            await receive.drain()
-            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
-        # A body sent without a length (chunked) is read here, bounded, and replayed to the app.
-        body = await read_body(receive, limit)
-        if body is None:
-            await receive.drain()
-            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
-        if (problem := await form_problem(scope, body)) is not None:
-            return await self.refuse(send, "invalid", 400, problem)
+        # A body being received holds a slot: slow senders count against the cap, and cannot pile up beyond it.
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
             return await self.refuse(
                 send,
@@ -207,120 +177,13 @@ class AccessGuard:
             )
         self.in_flight += 1
         try:
-            return await self.app(scope, replay(body, receive), send)
+            return await self.bodies(scope, receive, send)
         finally:
             self.in_flight -= 1
 
     async def refuse(self, send, reason: str, status: int, message: str, headers: dict | None = None) -> None:
         metrics().gateway_refused.labels(reason).inc()
-        body = json.dumps({"error": message}).encode()
-        raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-def content_type_problem(path: str, headers: dict[str, str]) -> str | None:
-    """Why a request's body has the wrong media type for its route, or None.
-
-    JSON routes take `application/json` only: a browser sends `text/plain` (and forms) cross-site without a
-    CORS preflight, so accepting them would let any web page spend an open gateway's GPU. A request without
-    a body (a bodiless POST) needs no type.
-    """
-    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    expected = "multipart/form-data" if path in UPLOAD_PATHS else "application/json"
-    if not has_body(headers) or media_type == expected:
-        return None
-    sent = f"'{media_type}'" if media_type else "no Content-Type"
-    return f"Content-Type: this route takes {expected}, not {sent}."
-
-
-class BodyReceiver:
-    """The ASGI `receive` of one request, remembering whether the client has sent all of its body."""
-
-    def __init__(self, receive, headers: dict[str, str]):
-        self._receive = receive
-        self.complete = not has_body(headers) or headers.get("expect", "").lower() == "100-continue"
-
-    async def __call__(self):
-        message = await self._receive()
-        if message["type"] != "http.request" or not message.get("more_body"):
-            self.complete = True
-        return message
-
-    async def drain(self) -> None:
-        """Read and drop what is left of a refused body, up to a bound, before the refusal is sent."""
-        drained = 0
-
-        async def read_rest() -> None:
-            nonlocal drained
-            while not self.complete and drained <= REFUSED_BODY_DRAIN_BYTES:
-                drained += len((await self()).get("body", b""))
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(read_rest(), REFUSED_BODY_DRAIN_S)
-
-
-def has_body(headers: dict[str, str]) -> bool:
-    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-
-
-async def form_problem(scope, body: bytes) -> str | None:
-    """What is wrong with a form body, or None. BentoML answers 500 for what Starlette's form parser refuses
-    (a missing boundary, broken framing, over 1000 fields), and downloads a text value given for a file
-    field as a URL, from the gateway; both are refused here first."""
-    headers = Headers(scope=scope)
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        parser = MultiPartParser
-    elif content_type == "application/x-www-form-urlencoded":
-        parser = FormParser
-    else:
-        return None
-
-    async def stream():
-        yield body
-
-    try:
-        form = await parser(headers, stream()).parse()
-    except MultiPartException as error:
-        return f"body: {error.message}"
-    try:
-        field = UPLOAD_FIELDS.get(scope["path"])
-        if field and any(not isinstance(value, UploadFile) for value in form.getlist(field)):
-            return f"{field}: send the file itself as a multipart file part (text and URLs are not fetched)."
-    finally:
-        await form.close()
-    return None
-
-
-async def read_body(receive, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it grows past `limit` bytes."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def replay(body: bytes, receive):
-    sent = False
-
-    async def receive_buffered():
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive_buffered
+        await send_error(send, status, message, headers)
 
 
 class Cors:

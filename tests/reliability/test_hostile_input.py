@@ -29,6 +29,7 @@ from PIL import Image
 
 from testbed.composition import AUTH, LocalFilesServer, new_seed
 from testbed.figures import FIGURES
+from tests.test_uploads import scan_bomb
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -338,9 +339,7 @@ def webp_claiming(width: int, height: int) -> bytes:
         (jpeg_claiming(60_000, 60_000), 413),
         (jpeg_claiming(9_000, 5_000), 413),
         (webp_claiming(16_000, 16_000), 413),
-        (encoded("PNG")[: len(encoded("PNG")) * 2 // 3], 400),
-        (encoded("JPEG")[: len(encoded("JPEG")) // 2], 400),
-        (encoded("WEBP")[: len(encoded("WEBP")) // 2], 400),
+        (scan_bomb(), 400),
         (encoded("GIF"), 400),
         (encoded("BMP"), 400),
         (encoded("TIFF"), 400),
@@ -353,9 +352,7 @@ def webp_claiming(width: int, height: int) -> bytes:
         "jpeg header 3.6 GP",
         "jpeg header 45 MP",
         "webp canvas 256 MP",
-        "truncated png",
-        "truncated jpeg",
-        "truncated webp",
+        "jpeg of 1000 scans",
         "gif",
         "bmp",
         "tiff",
@@ -371,6 +368,85 @@ def test_hostile_uploads_are_refused_before_the_captioner(gateway, upload, statu
     assert response.status_code == status and says_why(response), (response.status_code, response.text)
     assert gateway.metric("genmedia_gateway_forwarded_total", service="ImageCaptioning") == forwarded
     assert (gateway_process.memory_info().rss - rss_before) / 2**20 < 50
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG", "WEBP"])
+def test_truncated_uploads_are_refused_by_the_captioner_with_a_400_passed_on(gateway, format):
+    # Only a decode tells a truncated file, and the captioner does the one full decode
+    # (`genmedia.contract.uploads` says why); the gateway passes its 400 on.
+    data = encoded(format)
+    response = FIGURES.record(gateway.post("/caption_image", files={"image": ("cut", data[: len(data) // 2])}))
+    assert response.status_code == 400 and "truncated or corrupt" in response.json()["error"], response.text
+
+
+def cpu_s(*processes: psutil.Process) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def test_scan_bombs_cost_under_a_second_of_cpu_while_files_and_captions_answer(gateway):
+    bomb = {"image": ("bomb.jpg", scan_bomb(side=2048), "image/jpeg")}
+    services = gateway.process("Gateway"), gateway.process("ImageCaptioning")
+    # Ten in a row, one at a time: one refusal is below the 10 ms tick the processes' CPU time is counted in.
+    before = cpu_s(*services)
+    alone = [FIGURES.record(gateway.post("/caption_image", files=bomb)) for _ in range(10)]
+    refusal_cpu_s = (cpu_s(*services) - before) / len(alone)
+    FIGURES.measure("scan-bomb JPEG: CPU to refuse one (gateway + captioner)", refusal_cpu_s * 1000, "ms")
+    assert all(response.status_code == 400 for response in alone), alone[0].text
+    assert "progressive scans" in alone[0].json()["error"]
+    assert refusal_cpu_s < 1.0
+
+    def timed(call):
+        started = time.monotonic()
+        return call(), time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bombs = [pool.submit(gateway.post, "/caption_image", files=bomb) for _ in range(6)]
+        # The composition stores in Supabase, where `/files` answers 404 for every key: still an answer.
+        files, files_s = timed(lambda: httpx.get(f"{gateway.url}/files/images/{'ab' * 32}.png", timeout=60))
+        caption, caption_s = timed(gateway.caption)
+        refused = [FIGURES.record(future.result()) for future in bombs]
+    FIGURES.timing("six scan bombs at once: a /files GET meanwhile", files_s)
+    FIGURES.timing("six scan bombs at once: a small caption meanwhile", caption_s)
+    assert [response.status_code for response in refused] == [400] * 6
+    assert files.status_code == 404 and says_why(files)
+    assert FIGURES.record(caption).status_code == 200 and caption.json()["caption"], caption.text
+
+
+def cmyk_photo(width: int = 8000, height: int = 5000) -> bytes:
+    """A 40-megapixel CMYK JPEG of a smooth gradient: under 2 MB of file, 160 MB of pixels decoded whole."""
+    channel = Image.linear_gradient("L").resize((width, height))
+    buffer = io.BytesIO()
+    Image.merge("CMYK", [channel] * 4).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def test_ten_concurrent_40_megapixel_uploads_stay_under_a_gigabyte_per_service(gateway):
+    photo = cmyk_photo()
+    assert len(photo) < 10 * 2**20
+    services = ("Gateway", "ImageCaptioning")
+    idle = {name: gateway.rss_mb(name) for name in services}
+    peak = dict(idle)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = [
+            pool.submit(gateway.post, "/caption_image", files={"image": (f"{n}.jpg", photo, "image/jpeg")})
+            for n in range(10)
+        ]
+        while not all(answer.done() for answer in answers):
+            for name in services:
+                peak[name] = max(peak[name], gateway.rss_mb(name))
+            time.sleep(0.05)
+    # Sent to overflow: on two shared cores the last decodes may outlast the gateway's BACKEND_TIMEOUT_S,
+    # and a 503 + Retry-After is then the contract working.
+    responses = [FIGURES.record(answer.result(), overload=True) for answer in answers]
+    growth = {name: peak[name] - idle[name] for name in services}
+    FIGURES.memory({f"{name} above idle, ten 40 MP uploads at once": growth[name] for name in services})
+    FIGURES.measure("ten 40 MP uploads at once: captioned", sum(r.status_code == 200 for r in responses), "of 10")
+    assert all(
+        response.status_code == 200 or (response.status_code == 503 and "retry-after" in response.headers)
+        for response in responses
+    ), [response.text for response in responses]
+    assert any(response.status_code == 200 for response in responses)
+    assert all(megabytes < 1024 for megabytes in growth.values()), growth
 
 
 # Storage keys.

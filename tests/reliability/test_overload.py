@@ -10,6 +10,7 @@ IMAGE_MAX_CONCURRENCY so a few dozen requests overflow it), and a flood beyond t
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from testbed.composition import AUTH, BACKEND_TIMEOUT_S, IMAGE_MAX_CONCURRENCY, Suspended, new_seed
+from testbed.composition import AUTH, BACKEND_TIMEOUT_S, BODY_TIMEOUT_S, IMAGE_MAX_CONCURRENCY, Suspended, new_seed
 from testbed.figures import FIGURES
 
 BURST = 24
@@ -157,3 +158,64 @@ def test_livez_and_memory_hold_during_a_flood(flood):
     assert flood.livez and all(status == 200 and seconds < LIVEZ_BOUND_S for status, seconds in flood.livez)
     FIGURES.memory({"Gateway during the flood (growth)": flood.rss_growth})
     assert flood.rss_growth < RSS_GROWTH_BOUND_MB
+
+
+# Slow senders.
+
+STALLED_SENDERS = 60
+STALLED_BODY_BYTES = 10 * 2**20
+STALLED_SENT_BYTES = 9 * 2**20
+
+
+def stalled_upload(url: str) -> tuple[socket.socket, float]:
+    """A connection that declares a 10 MB upload, sends 9 MB of it and stops; returns it and when it was opened."""
+    host, port = url.removeprefix("http://").split(":")
+    opened = time.monotonic()
+    connection = socket.create_connection((host, int(port)), timeout=BODY_TIMEOUT_S + 60)
+    head = (
+        f"POST /caption_image HTTP/1.1\r\nHost: {host}\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {STALLED_BODY_BYTES}\r\n\r\n"
+        '--b\r\nContent-Disposition: form-data; name="image"; filename="slow.png"\r\n\r\n'
+    ).encode()
+    connection.sendall(head + b"\0" * (STALLED_SENT_BYTES - len(head)))
+    return connection, opened
+
+
+def answer_and_close(connection: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection (bounded by the socket's timeout), and when
+    it closed it."""
+    answer = b""
+    with connection:
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer, time.monotonic()
+
+
+def test_stalled_bodies_are_dropped_at_the_deadline_and_cost_no_memory(gateway):
+    process = gateway.process("Gateway")
+    idle_mb = process.memory_info().rss / 2**20
+    peak_mb = idle_mb
+
+    def sample_until_done(futures) -> None:
+        nonlocal peak_mb
+        while not all(future.done() for future in futures):
+            peak_mb = max(peak_mb, process.memory_info().rss / 2**20)
+            time.sleep(0.05)
+
+    # One thread per sender, so that every connection is read from the moment the server answers it.
+    with ThreadPoolExecutor(max_workers=STALLED_SENDERS) as pool:
+        opening = [pool.submit(stalled_upload, gateway.url) for _ in range(STALLED_SENDERS)]
+        sample_until_done(opening)
+        stalled = [future.result() for future in opening]
+        closing = [pool.submit(answer_and_close, connection) for connection, _ in stalled]
+        sample_until_done(closing)
+        answers = [future.result() for future in closing]
+    held_s = [closed - opened for (_, opened), (_, closed) in zip(stalled, answers, strict=True)]
+    FIGURES.requests += STALLED_SENDERS
+    FIGURES.memory({f"Gateway growth, {STALLED_SENDERS} stalled 10 MB bodies": peak_mb - idle_mb})
+    FIGURES.timing(f"stalled bodies: longest held (deadline {BODY_TIMEOUT_S:g} s)", max(held_s))
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer, _ in answers), {answer[:40] for answer, _ in answers}
+    assert all(b"not received within" in answer for answer, _ in answers)
+    assert peak_mb - idle_mb < RSS_GROWTH_BOUND_MB
+    # The gateway still answers everyone else.
+    assert FIGURES.record(gateway.caption()).status_code == 200
