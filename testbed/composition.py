@@ -374,10 +374,10 @@ def local_files_app():
 
     from genmedia.contract.errors import ErrorBodyMiddleware
     from services.gateway import files_app
-    from services.gateway.access import AccessGuard, Cors
+    from services.gateway.access import AccessGuard, AddressCheck, Cors
 
     async def accepted(request):
         return JSONResponse({"accepted": True})
 
     app = Starlette(routes=[Route("/generate_image", accepted, methods=["POST"]), PassiveMount("/files", files_app)])
-    return Cors(AccessGuard(ErrorBodyMiddleware(app)))
+    return AddressCheck(Cors(AccessGuard(ErrorBodyMiddleware(app))))

@@ -1,8 +1,9 @@
 """The gateway: genmedia's one public face, on CPU, guarding the paid GPUs.
 
 A request passes these checks in order, cheapest first, and reaches a model service only if it passes all:
-1. blocked IP (403), API key (401), rate limit (429), body size (413): `services.gateway.access.AccessGuard`,
-   middleware that answers before the body is parsed;
+1. blocked IP (403, on every path), API key (401; too many wrong ones, 429), rate limit (429, shared by the
+   replicas through `RATE_LIMIT_STORAGE_URL`), body size (413): `services.gateway.access.AddressCheck` and
+   `AccessGuard`, middleware that answers before the body is parsed;
 2. input validation (400): the same `genmedia.contract.requests` types the model services declare, checked by
    BentoML from this file's signatures, plus the upload checks of `genmedia.contract.uploads` for captions;
 3. result cache: a seeded request whose content-addressed key is already in storage is answered from
@@ -57,7 +58,7 @@ from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH, stored_model
 from genmedia.outputs import OutputStore
 from genmedia.outputs.storage import InvalidKey, LocalObjectStore, ObjectNotFound, open_store, validate_key
 from genmedia.settings import get_settings
-from services.gateway.access import AccessGuard, Cors
+from services.gateway.access import AccessGuard, AddressCheck, Cors
 from services.image_captioning import ImageCaptioning
 from services.text_to_image import TextToImage
 from services.text_to_speech import TextToSpeech
@@ -310,7 +311,9 @@ files_app = Starlette(routes=[Route("/{file_key:path}", serve_file, methods=["GE
 files_app.add_exception_handler(404, lambda request, exc: JSONResponse({"error": "Not found."}, status_code=404))
 
 Gateway.mount_asgi_app(files_app, path="/files")
-# Outermost first: CORS headers even on refusals, then the access checks, then error-body rewriting.
+# Outermost first: the block list (no CORS headers for a blocked client, not even a preflight), CORS headers
+# even on the other refusals, then the access checks, then error-body rewriting.
+Gateway.add_asgi_middleware(AddressCheck)
 Gateway.add_asgi_middleware(Cors)
 Gateway.add_asgi_middleware(AccessGuard, max_in_flight=MAX_IN_FLIGHT)
 Gateway.add_asgi_middleware(ErrorBodyMiddleware)
