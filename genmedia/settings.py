@@ -163,11 +163,8 @@ class Settings:
                 "use long random tokens (e.g. `openssl rand -hex 24`)"
             )
         if not self.rate_limit_storage_url.startswith(RATE_LIMIT_STORAGE_SCHEMES):
-            # The URL may hold a password: only its scheme is shown.
-            scheme = self.rate_limit_storage_url.partition("://")[0]
-            raise SettingsError(
-                f"RATE_LIMIT_STORAGE_URL: scheme {scheme!r} is not one of {', '.join(RATE_LIMIT_STORAGE_SCHEMES)}"
-            )
+            # Not quoted: the URL may hold a password.
+            raise SettingsError(f"RATE_LIMIT_STORAGE_URL must start with {', '.join(RATE_LIMIT_STORAGE_SCHEMES)}")
         if "*" in self.cors_origins and self.gateway_api_keys:
             raise SettingsError("CORS_ORIGINS='*' is refused while GATEWAY_API_KEYS is set: list the origins")
 

@@ -37,6 +37,8 @@ from genmedia.settings import Settings
 MEMORY_IDENTITIES = 100_000
 # A Redis call that takes longer counts as a failure: the limit must never be what makes the gateway slow.
 SHARED_TIMEOUT_S = 0.5
+SHARED_CONNECTIONS = 32
+KEY_PREFIX = "genmedia-limits"
 # How long a replica counts alone after Redis failed before it tries Redis again.
 SHARED_RETRY_S = 5.0
 
@@ -64,21 +66,28 @@ class BoundedMemoryStorage(MemoryStorage):
 
 
 def shared_storage(url: str) -> RedisStorage | None:
-    """The Redis storage at `url`, or None for `memory://`. The client retries once (a connection Redis
-    closed, e.g. on restart) and gives up fast: a slow Redis is handled as a failed one."""
+    """The Redis storage at `url`, or None for `memory://`.
+
+    At most `SHARED_CONNECTIONS` connections, a burst waiting its turn for one (an unbounded pool would open
+    a connection per request in flight). A call retries once (a connection Redis closed on restart) and
+    gives up fast: a slow Redis is handled as a failed one.
+    """
     if not url.startswith(("redis://", "rediss://")):
         return None
+    import redis.asyncio
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return RedisStorage(
-        f"async+{url}",
-        implementation="redispy",
-        wrap_exceptions=True,
-        key_prefix="genmedia-limits",
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=SHARED_CONNECTIONS,
+        timeout=SHARED_TIMEOUT_S,
         socket_timeout=SHARED_TIMEOUT_S,
         socket_connect_timeout=SHARED_TIMEOUT_S,
         retry=Retry(NoBackoff(), retries=1),
+    )
+    return RedisStorage(
+        f"async+{url}", implementation="redispy", wrap_exceptions=True, key_prefix=KEY_PREFIX, connection_pool=pool
     )
 
 
