@@ -55,7 +55,8 @@ class Settings:
         # Secrets never reach logs through a repr.
         return (
             f"Settings(profile={self.model_profile!r}, storage={self.storage_backend!r}, "
-            f"api_keys={len(self.gateway_api_keys)}, rate_limit_per_minute={self.rate_limit_per_minute})"
+            f"api_keys={len(self.gateway_api_keys)}, rate_limit_per_minute={self.rate_limit_per_minute}, "
+            f"rate_limit_storage={self.rate_limit_storage_url.partition(':')[0]!r})"
         )
 
     @classmethod

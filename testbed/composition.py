@@ -111,6 +111,9 @@ def composition_env(bentoml_home: Path, work: Path, storage: FakeSupabaseStorage
         SPOOL_DRAIN_INTERVAL_S=str(SPOOL_DRAIN_INTERVAL_S),
         GATEWAY_API_KEYS=API_KEY,
         RATE_LIMIT_PER_MINUTE="1000000",
+        # Every test calls from loopback: a lockout after a few wrong keys would refuse the suite's right key
+        # (tests/test_shared_limits.py checks that limit).
+        AUTH_FAILURES_PER_MINUTE="1000000",
         BACKEND_TIMEOUT_S=str(BACKEND_TIMEOUT_S),
         BENTOML_CONFIG_OVERRIDES=json.dumps(overrides),
         **extra,
