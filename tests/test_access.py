@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from genmedia.metrics import without_file_keys
 from genmedia.settings import Settings, SettingsError
 from services.gateway.access import (
     AccessGuard,
@@ -174,3 +175,19 @@ def test_with_keys_each_key_has_its_own_window():
     assert first == [200, 200, 429] and status == 429
     assert 59 <= int(headers["retry-after"]) <= 60 and "Rate limit of 2" in body["error"]
     assert call(app, headers=[("Authorization", f"Bearer {other}")])[0] == 200
+
+
+def test_metrics_text_folds_file_keys_into_one_series_summing_their_samples():
+    exposition = (
+        b"# TYPE requests_total counter\n"
+        b'requests_total{endpoint="/files/images/aa.png",code="200"} 2.0\n'
+        b'requests_total{endpoint="/files/audio/b\\"b.wav",code="200"} 3.0\n'
+        b'requests_total{endpoint="/files/images/aa.png",code="404"} 1.0\n'
+        b'requests_total{endpoint="/generate_image",code="200"} 7.0\n'
+    )
+    assert without_file_keys(exposition).decode().splitlines() == [
+        "# TYPE requests_total counter",
+        'requests_total{endpoint="/files/{file_key}",code="200"} 5.0',
+        'requests_total{endpoint="/files/{file_key}",code="404"} 1.0',
+        'requests_total{endpoint="/generate_image",code="200"} 7.0',
+    ]

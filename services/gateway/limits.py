@@ -95,11 +95,10 @@ class RequestLimits:
     """Requests per identity and wrong keys per address, each call answering None (go on) or the seconds
     to wait."""
 
-    def __init__(self, settings: Settings, memory_identities: int = MEMORY_IDENTITIES):
+    def __init__(self, settings: Settings):
         self.per_identity = RateLimitItemPerMinute(settings.rate_limit_per_minute)
         self.auth_failures = RateLimitItemPerMinute(settings.auth_failures_per_minute)
-        self.memory = BoundedMemoryStorage(memory_identities)
-        self.local = MovingWindowRateLimiter(self.memory)
+        self.local = MovingWindowRateLimiter(BoundedMemoryStorage())
         storage = shared_storage(settings.rate_limit_storage_url)
         self.shared = MovingWindowRateLimiter(storage) if storage else None
         self.shared_retry_at = 0.0
@@ -121,6 +120,7 @@ class RequestLimits:
         """`check` against Redis, or against this replica's memory while Redis is failing."""
         if self.shared is not None and time.monotonic() >= self.shared_retry_at:
             try:
+                # Waiting for a pooled connection, then the call and its one retry: 0.5 s each at most.
                 answer = await asyncio.wait_for(check(self.shared), SHARED_TIMEOUT_S * 3)
             except (StorageError, TimeoutError, OSError) as error:
                 self.shared_failed(error)
