@@ -11,6 +11,7 @@ import tracemalloc
 
 import prometheus_client
 import pytest
+from limits import RateLimitItemPerSecond
 
 from genmedia.settings import Settings, SettingsError
 from services.gateway import limits as gateway_limits
@@ -141,7 +142,10 @@ def test_memory_storage_stays_bounded_under_made_up_identities():
     assert held < 10_000 * 1_000
 
 
-def test_redis_memory_stays_bounded_under_made_up_identities(redis_server):
+def test_redis_memory_stays_bounded_under_made_up_identities(redis_server, monkeypatch):
+    # Generous timeouts: on a busy machine a slow answer would send checks to the fallback, not to Redis.
+    monkeypatch.setattr(gateway_limits, "SHARED_TIMEOUT_S", 30)
+
     async def run():
         [limiter] = replicas(redis_server.url, count=1)
         # As many at once as the pool has connections, so that no check waits for one on a busy machine.
@@ -168,3 +172,21 @@ def test_an_unknown_storage_url_is_refused_at_start_without_showing_it(url):
     with pytest.raises(SettingsError, match="RATE_LIMIT_STORAGE_URL") as raised:
         Settings.from_env({"RATE_LIMIT_STORAGE_URL": url.replace("127.0.0.1", "user:secret@127.0.0.1")})
     assert "secret" not in str(raised.value)
+
+
+def test_memory_storage_forgets_a_window_once_it_has_passed():
+    async def run():
+        storage = BoundedMemoryStorage()
+        limiter = gateway_limits.MovingWindowRateLimiter(storage)
+        item = RateLimitItemPerSecond(2)
+        for n in range(50):
+            await limiter.hit(item, f"ip:caller-{n}")
+        remembered = len(storage)
+        deadline = time.monotonic() + 10
+        while len(storage) > 1:  # the pass runs after each hit; this caller's own window is the newest
+            assert time.monotonic() < deadline, f"{len(storage)} windows still remembered"
+            await asyncio.sleep(0.2)
+            await limiter.hit(item, "ip:still-calling")
+        return remembered
+
+    assert asyncio.run(run()) == 50
