@@ -153,18 +153,19 @@ def test_redis_memory_stays_bounded_under_made_up_identities(redis_server, monke
         for start in range(0, 100_000, batch):
             await asyncio.gather(*(limiter.acquire(f"ip:made-up-{n}") for n in range(start, start + batch)))
 
+    fell_back = fallbacks()
     with redis_server.client() as client:
         before = client.info("memory")["used_memory"]
         asyncio.run(run())
-        grown = client.info("memory")["used_memory"] - before
-        keys = list(client.scan_iter(f"{gateway_limits.KEY_PREFIX}:*made-up*", count=10_000))
-        client_keys = len(keys)
-        sampled = [client.ttl(key) for key in keys[:1_000]]
+        # The peak, since the first windows may have expired already on a slow machine.
+        grown = client.info("memory")["used_memory_peak"] - before
+        sampled = [client.ttl(key) for key in client.scan_iter(f"{gateway_limits.KEY_PREFIX}:*made-up*", count=1_000)]
+    assert fallbacks() == fell_back, "every check counted in Redis"
     # Each identity is one short list (about 300 bytes with Redis's own overhead) that expires with its
     # window: Redis frees it a minute later.
-    assert client_keys == 100_000, "all counted in Redis, none in a fallback"
     assert grown < 100_000 * 400, grown
-    assert len(sampled) == 1_000 and all(0 < ttl <= 60 for ttl in sampled)
+    # Every key expires (-1 would be a key kept for good; -2, one gone since the scan).
+    assert len(sampled) >= 1_000 and -1 not in sampled and max(sampled) <= 60
 
 
 @pytest.mark.parametrize("url", ["memcached://127.0.0.1", "redis:/no-slashes", "127.0.0.1:6379"])
