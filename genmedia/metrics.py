@@ -9,11 +9,15 @@ that directory, so the gateway's `/metrics` also shows the model services' count
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# BentoML 1.4.39 labels its HTTP metrics with the raw request path (label values escape `"` as `\"`).
+FILE_ENDPOINT = re.compile(r'endpoint="/files/(?:[^"\\]|\\.)*"')
+FOLDED_FILE_ENDPOINT = 'endpoint="/files/{file_key}"'
 
 
 @dataclass(frozen=True)
@@ -25,9 +29,10 @@ class Metrics:
     cache_hits: Any  # Counter{capability, where}: answered from storage without generating
     spool_uploads: Any  # Counter{capability}: outputs uploaded from the spool after a storage failure
     storage_failures: Any  # Counter{capability}: uploads that failed and went to the spool
-    gateway_refused: Any  # Counter{reason}: blocked, auth, rate, invalid, too_large
+    gateway_refused: Any  # Counter{reason}: blocked, auth, auth_failures, rate, invalid, too_large, metrics
     gateway_forwarded: Any  # Counter{service}: calls the gateway made to a model service
     backend_unavailable: Any  # Counter{service}: model service down, starting or timing out
+    rate_limit_fallback: Any  # Counter: checks counted in one replica's memory because the shared storage failed
 
 
 @functools.cache
@@ -51,4 +56,28 @@ def metrics() -> Metrics:
         backend_unavailable=prom.Counter(
             "genmedia_backend_unavailable", "Model service calls that failed as unavailable", ["service"]
         ),
+        rate_limit_fallback=prom.Counter(
+            "genmedia_rate_limit_fallback", "Rate limit checks counted per replica because the shared storage failed"
+        ),
     )
+
+
+def without_file_keys(exposition: bytes) -> bytes:
+    """`/metrics` text with every `/files/<key>` endpoint folded into one `/files/{file_key}` series.
+
+    A raw path label would publish the key of every file anyone fetched, and so its URL. Samples that
+    become identical are summed (counts, bucket counts and sums all add up), in the place of the first.
+    """
+    lines: list[str] = []
+    totals: dict[str, float] = {}
+    for line in exposition.decode("utf-8").splitlines():
+        if line.startswith("#") or not FILE_ENDPOINT.search(line):
+            lines.append(line)
+            continue
+        sample, _, value = line.rpartition(" ")
+        folded = FILE_ENDPOINT.sub(FOLDED_FILE_ENDPOINT, sample)
+        if folded not in totals:
+            totals[folded] = 0.0
+            lines.append(folded)
+        totals[folded] += float(value)
+    return "".join(f"{line} {totals[line]!r}\n" if line in totals else f"{line}\n" for line in lines).encode()

@@ -16,6 +16,12 @@ from pathlib import Path
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Shorter keys can be guessed or brute-forced; 16 characters of a random token is ~96 bits.
+MIN_API_KEY_LENGTH = 16
+# Who may read `/metrics` by default: loopback and private ranges, where a scraper runs, never the internet.
+PRIVATE_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+RATE_LIMIT_STORAGE_SCHEMES = ("memory://", "redis://", "rediss://")
+
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
@@ -38,8 +44,11 @@ class Settings:
     spool_drain_interval_s: float = 30.0
     gateway_api_keys: tuple[str, ...] = ()
     rate_limit_per_minute: int = 30
+    rate_limit_storage_url: str = "memory://"
+    auth_failures_per_minute: int = 10
     blocked_ips: tuple[IPNetwork, ...] = ()
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    metrics_allowed: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in PRIVATE_NETWORKS.split(","))
     cors_origins: tuple[str, ...] = ()
     backend_timeout_s: float = 600.0
     body_timeout_s: float = 60.0
@@ -48,7 +57,8 @@ class Settings:
         # Secrets never reach logs through a repr.
         return (
             f"Settings(profile={self.model_profile!r}, storage={self.storage_backend!r}, "
-            f"api_keys={len(self.gateway_api_keys)}, rate_limit_per_minute={self.rate_limit_per_minute})"
+            f"api_keys={len(self.gateway_api_keys)}, rate_limit_per_minute={self.rate_limit_per_minute}, "
+            f"rate_limit_storage={self.rate_limit_storage_url.partition(':')[0]!r})"
         )
 
     @classmethod
@@ -99,12 +109,15 @@ class Settings:
                 return False
             raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
 
-        def items(name: str) -> tuple[str, ...]:
-            return tuple(part.strip() for part in (text(name) or "").split(",") if part.strip())
+        def items_of(value: str) -> tuple[str, ...]:
+            return tuple(part.strip() for part in value.split(",") if part.strip())
 
-        def networks(name: str) -> tuple[IPNetwork, ...]:
+        def items(name: str) -> tuple[str, ...]:
+            return items_of(text(name) or "")
+
+        def networks(name: str, default: str = "") -> tuple[IPNetwork, ...]:
             try:
-                return tuple(ipaddress.ip_network(item, strict=False) for item in items(name))
+                return tuple(ipaddress.ip_network(item, strict=False) for item in items(name) or items_of(default))
             except ValueError as error:
                 raise SettingsError(f"{name}: {error} (expected IPs or CIDRs, comma-separated)") from None
 
@@ -124,8 +137,11 @@ class Settings:
             spool_drain_interval_s=seconds("SPOOL_DRAIN_INTERVAL_S", 30.0),
             gateway_api_keys=items("GATEWAY_API_KEYS"),
             rate_limit_per_minute=integer("RATE_LIMIT_PER_MINUTE", 30, 1),
+            rate_limit_storage_url=text("RATE_LIMIT_STORAGE_URL", "memory://"),
+            auth_failures_per_minute=integer("AUTH_FAILURES_PER_MINUTE", 10, 1),
             blocked_ips=networks("BLOCKED_IPS"),
             trusted_proxies=networks("TRUSTED_PROXIES"),
+            metrics_allowed=networks("METRICS_ALLOWED", PRIVATE_NETWORKS),
             cors_origins=items("CORS_ORIGINS"),
             backend_timeout_s=seconds("BACKEND_TIMEOUT_S", 600.0),
             body_timeout_s=seconds("BODY_TIMEOUT_S", 60.0),
@@ -145,6 +161,14 @@ class Settings:
                 raise SettingsError(f"SUPABASE_URL={self.supabase_url!r} must start with http:// or https://")
         if not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} must start with http:// or https://")
+        if short := [key for key in self.gateway_api_keys if len(key) < MIN_API_KEY_LENGTH]:
+            raise SettingsError(
+                f"GATEWAY_API_KEYS: {len(short)} key(s) shorter than {MIN_API_KEY_LENGTH} characters; "
+                "use long random tokens (e.g. `openssl rand -hex 24`)"
+            )
+        if not self.rate_limit_storage_url.startswith(RATE_LIMIT_STORAGE_SCHEMES):
+            # Not quoted: the URL may hold a password.
+            raise SettingsError(f"RATE_LIMIT_STORAGE_URL must start with {', '.join(RATE_LIMIT_STORAGE_SCHEMES)}")
         if "*" in self.cors_origins and self.gateway_api_keys:
             raise SettingsError("CORS_ORIGINS='*' is refused while GATEWAY_API_KEYS is set: list the origins")
 

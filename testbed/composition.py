@@ -114,6 +114,9 @@ def composition_env(bentoml_home: Path, work: Path, storage: FakeSupabaseStorage
         SPOOL_DRAIN_INTERVAL_S=str(SPOOL_DRAIN_INTERVAL_S),
         GATEWAY_API_KEYS=API_KEY,
         RATE_LIMIT_PER_MINUTE="1000000",
+        # Every test calls from loopback: a lockout after a few wrong keys would refuse the suite's right key
+        # (tests/test_shared_limits.py checks that limit).
+        AUTH_FAILURES_PER_MINUTE="1000000",
         BACKEND_TIMEOUT_S=str(BACKEND_TIMEOUT_S),
         BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
         BENTOML_CONFIG_OVERRIDES=json.dumps(overrides),
@@ -381,10 +384,10 @@ def local_files_app():
 
     from genmedia.contract.errors import ErrorBodyMiddleware
     from services.gateway import files_app
-    from services.gateway.access import AccessGuard, Cors
+    from services.gateway.access import AccessGuard, AddressCheck, Cors
 
     async def accepted(request):
         return JSONResponse({"accepted": True})
 
     app = Starlette(routes=[Route("/generate_image", accepted, methods=["POST"]), PassiveMount("/files", files_app)])
-    return Cors(AccessGuard(ErrorBodyMiddleware(app)))
+    return AddressCheck(Cors(AccessGuard(ErrorBodyMiddleware(app))))

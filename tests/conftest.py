@@ -1,9 +1,12 @@
-"""Session-wide fixtures: one tiny model store for every test that serves a model, and the two gateways."""
+"""Session-wide fixtures: one tiny model store for every test that serves a model, the two gateways, and one
+Redis for the tests that share rate limits."""
 
 from __future__ import annotations
 
 import pytest
 
+from testbed.redis_server import RedisServer, redis_server_program
+from testbed.servers import server_missing
 from testbed.serving import import_tiny_models
 from tests.gateways import KEY, ORIGIN, OTHER_KEY, STRICT_KEYS, start_gateway
 
@@ -41,5 +44,16 @@ def strict_gateway(tiny_store, tmp_path_factory):
         BLOCKED_IPS="198.51.100.0/24",
         BACKEND_TIMEOUT_S="5",
     )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real `redis-server` on a free loopback port for the whole session (empty, nothing persisted)."""
+    program = redis_server_program()
+    if program is None:
+        server_missing("redis-server is not installed (Debian package redis-server; `make servers` installs it)")
+    server = RedisServer(program, tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()

@@ -13,7 +13,7 @@ KEY = "main-key-0123456789"
 OTHER_KEY = "other-key-9876543210"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ORIGIN = "https://app.example.com"
-STRICT_KEYS = ("strict-key-one-0123", "strict-key-two-0123")
+STRICT_KEYS = ("strict-key-one-0123", "strict-key-two-0123", "strict-key-three-0123")
 FORWARDED = "genmedia_gateway_forwarded_total"
 
 

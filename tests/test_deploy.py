@@ -19,7 +19,13 @@ MODEL_SERVICES = {"TextToImage", "TextToSpeech", "ImageCaptioning"}
 GPU_SERVICES = {"TextToImage", "TextToSpeech"}
 # What a GPU cold start on BentoCloud may take (node, image pull, weights, warm-up), in seconds.
 COLD_START_S = 600
-SECRET_SETTINGS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "GATEWAY_API_KEYS", "HF_TOKEN")
+SECRET_SETTINGS = (
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "GATEWAY_API_KEYS",
+    "RATE_LIMIT_STORAGE_URL",  # a Redis URL holds its password
+    "HF_TOKEN",
+)
 
 
 def rendered(**env: str) -> dict:
@@ -130,14 +136,14 @@ def test_config_holds_no_secret_only_secret_names(config):
     text = TEMPLATE.read_text()
     assert not re.search(r"eyJ[\w-]{10,}", text)  # a JWT (Supabase keys are JWTs)
     assert not re.search(r"https://\w+\.supabase\.co", text)
-    assert config["secrets"] == ["genmedia-supabase", "genmedia-gateway"]
+    assert config["secrets"] == ["genmedia-supabase", "genmedia-gateway", "genmedia-rate-limits"]
 
 
 def test_readme_creates_every_secret_the_config_names(config):
     readme = (REPO_ROOT / "README.md").read_text()
     for secret in config["secrets"]:
         assert f"bentoml secret create {secret}" in readme, secret
-    for setting in SECRET_SETTINGS[:3]:
+    for setting in SECRET_SETTINGS[:4]:
         assert setting in readme
 
 

@@ -25,6 +25,16 @@ def post(server: Server, route: str, headers=AUTH, **kwargs) -> httpx.Response:
     return httpx.post(f"{server.url}{route}", headers=headers, timeout=120, **kwargs)
 
 
+def post_when_allowed(server: Server, route: str, headers, **kwargs) -> httpx.Response:
+    """`post`, waiting out the strict gateway's limit of 3 a minute first if it answers 429 (its
+    Retry-After is exact: the oldest of the last three requests leaves the moving window then)."""
+    response = post(server, route, headers, **kwargs)
+    if response.status_code == 429:
+        time.sleep(int(response.headers["Retry-After"]))
+        response = post(server, route, headers, **kwargs)
+    return response
+
+
 def png_bytes(size=(48, 32), color=(200, 30, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
@@ -161,7 +171,7 @@ def test_either_configured_key_is_accepted(gateway):
 
 
 def test_rate_limit_gives_429_with_retry_after_and_spares_other_keys(strict_gateway):
-    first, second = ({"Authorization": f"Bearer {key}"} for key in STRICT_KEYS)
+    first, second = ({"Authorization": f"Bearer {key}"} for key in STRICT_KEYS[:2])
     before = forwarded(strict_gateway)
     answers = [
         post(strict_gateway, "/generate_image", headers=first, json={"prompt": ""}).status_code for _ in range(3)
@@ -323,9 +333,10 @@ def test_hanging_model_service_gives_503_while_others_work_and_recovers(strict_g
         process.send_signal(signal.SIGSTOP)
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            hung = pool.submit(post, strict_gateway, "/synthesize_speech", headers, json={"text": "Are you there?"})
-            time.sleep(21)  # the limit of 3 a minute refills one token every 20 s
-            caption = post(strict_gateway, "/caption_image", headers=headers, files={"image": png_bytes()})
+            hung = pool.submit(
+                post_when_allowed, strict_gateway, "/synthesize_speech", headers, json={"text": "Are you there?"}
+            )
+            caption = post_when_allowed(strict_gateway, "/caption_image", headers, files={"image": png_bytes()})
             assert caption.status_code == 200, caption.text
             response = hung.result(timeout=60)
         assert response.status_code == 503
@@ -334,8 +345,7 @@ def test_hanging_model_service_gives_503_while_others_work_and_recovers(strict_g
     finally:
         for process in speech:
             process.send_signal(signal.SIGCONT)
-    time.sleep(21)
-    recovered = post(strict_gateway, "/synthesize_speech", headers, json={"text": "Back again."})
+    recovered = post_when_allowed(strict_gateway, "/synthesize_speech", headers, json={"text": "Back again."})
     assert recovered.status_code == 200, recovered.text
 
 

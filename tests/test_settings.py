@@ -15,6 +15,10 @@ def test_defaults_use_local_storage():
     assert settings.storage_backend == "local"
     assert settings.rate_limit_per_minute == 30
     assert settings.blocked_ips == ()
+    assert settings.rate_limit_storage_url == "memory://"
+    assert settings.auth_failures_per_minute == 10
+    assert ipaddress.ip_address("127.0.0.1") in settings.metrics_allowed[0]
+    assert not any(ipaddress.ip_address("192.0.2.1") in network for network in settings.metrics_allowed)
 
 
 @pytest.mark.parametrize("missing", ["SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"])
@@ -53,7 +57,8 @@ def test_repr_hides_the_keys():
             "STORAGE_BACKEND": "supabase",
             "SUPABASE_URL": "https://x.supabase.co",
             "SUPABASE_SERVICE_ROLE_KEY": "service-role-secret",
-            "GATEWAY_API_KEYS": "client-key-1,client-key-2",
+            "GATEWAY_API_KEYS": "client-key-1-0123456789,client-key-2-0123456789",
+            "RATE_LIMIT_STORAGE_URL": "rediss://default:redis-password@redis.example:6380",
         }
     )
 
@@ -61,4 +66,19 @@ def test_repr_hides_the_keys():
 
     assert "service-role-secret" not in shown
     assert "client-key-1" not in shown
-    assert "api_keys=2" in shown
+    assert "redis-password" not in shown
+    assert "api_keys=2" in shown and "rate_limit_storage='rediss'" in shown
+
+
+@pytest.mark.parametrize("value", ["none", "0"])
+def test_a_bad_auth_failure_limit_names_the_variable(value):
+    with pytest.raises(SettingsError, match="AUTH_FAILURES_PER_MINUTE"):
+        Settings.from_env({"AUTH_FAILURES_PER_MINUTE": value})
+
+
+def test_metrics_allowed_takes_addresses_and_cidrs():
+    settings = Settings.from_env({"METRICS_ALLOWED": "192.0.2.0/24"})
+
+    assert settings.metrics_allowed == (ipaddress.ip_network("192.0.2.0/24"),)
+    with pytest.raises(SettingsError, match="METRICS_ALLOWED"):
+        Settings.from_env({"METRICS_ALLOWED": "everyone"})

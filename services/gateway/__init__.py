@@ -1,9 +1,10 @@
 """The gateway: genmedia's one public face, on CPU, guarding the paid GPUs.
 
 A request passes these checks in order, cheapest first, and reaches a model service only if it passes all:
-1. blocked IP (403), API key (401), rate limit (429), capacity (503), then the body: content type (415),
-   size (413), deadline (408), upload form (400): `services.gateway.access.AccessGuard`, middleware that
-   answers before BentoML parses the body;
+1. blocked IP (403, on every path), API key (401; too many wrong ones, 429), rate limit (429, shared by the
+   replicas through `RATE_LIMIT_STORAGE_URL`), capacity (503), then the body: content type (415), size
+   (413), deadline (408), upload form (400): `services.gateway.access.AddressCheck` and `AccessGuard`,
+   middleware that answers before BentoML parses the body;
 2. input validation (400): the request objects of `genmedia.contract.requests`, the same ones the model
    services take, checked by BentoML from this file's signatures, plus the header checks of
    `genmedia.contract.uploads` for captions;
@@ -30,7 +31,7 @@ from genmedia.contract.uploads import DECODES, check_upload
 from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
-from services.gateway.access import AccessGuard, Cors
+from services.gateway.access import AccessGuard, AddressCheck, Cors
 from services.gateway.backends import forward, served_model
 from services.gateway.docs import ApiDocs
 from services.gateway.files import files_app
@@ -158,7 +159,9 @@ class Gateway:
 
 
 Gateway.mount_asgi_app(files_app, path="/files")
-# Outermost first: CORS headers even on refusals, then the access checks, then error-body rewriting.
+# Outermost first: the block list (no CORS headers for a blocked client, not even a preflight), CORS headers
+# even on the other refusals, then the access checks, then error-body rewriting.
+Gateway.add_asgi_middleware(AddressCheck)
 Gateway.add_asgi_middleware(Cors)
 Gateway.add_asgi_middleware(AccessGuard, max_in_flight=MAX_IN_FLIGHT)
 Gateway.add_asgi_middleware(ErrorBodyMiddleware)

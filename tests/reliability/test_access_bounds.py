@@ -1,44 +1,36 @@
 """The access checks' own bounds, directly (tests/test_access.py checks their rules): what an attacker can
-make the gateway remember or compute per request stays small."""
+make the gateway remember or compute per request stays small. The limits under 100 000 made-up identities,
+in memory and in Redis, are measured in tests/test_limits.py."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import ipaddress
 import time
-import tracemalloc
 
-from services.gateway.access import TokenBucketLimiter, client_address
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import MovingWindowRateLimiter
 
-
-def identities(count: int, start: int = 0):
-    return ("key:" + hashlib.sha256(str(n).encode()).hexdigest() for n in range(start, start + count))
-
-
-def test_the_limiter_holds_a_bounded_number_of_bytes_however_many_identities_call():
-    tracemalloc.start()
-    try:
-        limiter = TokenBucketLimiter(per_minute=30, max_identities=2_000)
-        for identity in identities(50_000):
-            limiter.acquire(identity)
-        held, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert len(limiter) == 2_000
-    # About 300 bytes an identity (a 68-character key, two floats, the ordered-dict link): 0.6 MB here,
-    # and about 30 MB at the default bound of 100 000.
-    assert held < 2_000 * 600
+from services.gateway.access import client_address
+from services.gateway.limits import BoundedMemoryStorage
 
 
-def test_the_least_recently_seen_identities_are_forgotten_first():
-    limiter = TokenBucketLimiter(per_minute=2, max_identities=100)
-    assert [limiter.acquire("busy"), limiter.acquire("busy")] == [None, None]
-    for identity in identities(99):
-        limiter.acquire(identity)
-    assert limiter.acquire("busy") is not None, "still remembered, still limited"
-    for identity in identities(100, start=1_000):
-        limiter.acquire(identity)
-    assert limiter.acquire("busy") is None, "forgotten: a fresh bucket, never a wrong refusal"
+def test_the_oldest_windows_are_forgotten_first_never_a_wrong_refusal():
+    async def run():
+        storage = BoundedMemoryStorage(max_identities=100)
+        limiter, item = MovingWindowRateLimiter(storage), RateLimitItemPerMinute(2)
+        assert [await limiter.hit(item, "busy"), await limiter.hit(item, "busy")] == [True, True]
+        for n in range(99):
+            await limiter.hit(item, f"made-up-{n}")
+        still_limited = not await limiter.hit(item, "busy")
+        for n in range(100, 200):
+            await limiter.hit(item, f"made-up-{n}")
+        return still_limited, await limiter.hit(item, "busy"), len(storage)
+
+    still_limited, fresh, remembered = asyncio.run(run())
+    assert still_limited, "still remembered, still limited"
+    assert fresh, "forgotten: a fresh window"
+    assert remembered == 100
 
 
 def test_a_forwarded_for_header_of_thousands_of_hops_costs_little():
