@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..models.synthesize_speech_request_format import SynthesizeSpeechRequestFormat
+from ..models.synthesize_speech_request_voice import SynthesizeSpeechRequestVoice
 from ..types import UNSET, Unset
 
 T = TypeVar("T", bound="SynthesizeSpeechRequest")
@@ -16,23 +16,31 @@ T = TypeVar("T", bound="SynthesizeSpeechRequest")
 class SynthesizeSpeechRequest:
     """
     Attributes:
-        text (str | Unset):  Default: 'Hello from genmedia. This is a test of the speech service.'.
-        description (str | Unset):  Default: 'A clear, neutral voice speaks at a moderate pace in a quiet room, with
-            very clear audio and no background noise.'.
-        format_ (SynthesizeSpeechRequestFormat | Unset):  Default: SynthesizeSpeechRequestFormat.WAV.
-        seed (int | None | Unset):
+        text (str): What to say (1 to 2000 characters); long text is split at sentence ends and joined.
+        voice (SynthesizeSpeechRequestVoice | Unset): A named voice (`GET /voices` lists them), instead of a
+            `description`.
+        description (str | Unset): The voice, described in plain words (at most 500 characters); default: a neutral
+            clear voice.
+        format_ (SynthesizeSpeechRequestFormat | Unset): File format of the audio. Default:
+            SynthesizeSpeechRequestFormat.WAV.
+        speed (float | Unset): Speaking rate, 0.25 to 4: 2 is twice as fast; the pitch is kept. Default: 1.0.
+        seed (int | Unset): Random seed, 0 ≤ seed < 2³². The same seeded request gives the same audio, answered from
+            storage; without one a seed is drawn.
     """
 
-    text: str | Unset = "Hello from genmedia. This is a test of the speech service."
-    description: str | Unset = (
-        "A clear, neutral voice speaks at a moderate pace in a quiet room, with very clear audio and no background noise."
-    )
+    text: str
+    voice: SynthesizeSpeechRequestVoice | Unset = UNSET
+    description: str | Unset = UNSET
     format_: SynthesizeSpeechRequestFormat | Unset = SynthesizeSpeechRequestFormat.WAV
-    seed: int | None | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
+    speed: float | Unset = 1.0
+    seed: int | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         text = self.text
+
+        voice: str | Unset = UNSET
+        if not isinstance(self.voice, Unset):
+            voice = self.voice.value
 
         description = self.description
 
@@ -40,21 +48,25 @@ class SynthesizeSpeechRequest:
         if not isinstance(self.format_, Unset):
             format_ = self.format_.value
 
-        seed: int | None | Unset
-        if isinstance(self.seed, Unset):
-            seed = UNSET
-        else:
-            seed = self.seed
+        speed = self.speed
+
+        seed = self.seed
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
-        field_dict.update({})
-        if text is not UNSET:
-            field_dict["text"] = text
+
+        field_dict.update(
+            {
+                "text": text,
+            }
+        )
+        if voice is not UNSET:
+            field_dict["voice"] = voice
         if description is not UNSET:
             field_dict["description"] = description
         if format_ is not UNSET:
             field_dict["format"] = format_
+        if speed is not UNSET:
+            field_dict["speed"] = speed
         if seed is not UNSET:
             field_dict["seed"] = seed
 
@@ -63,7 +75,14 @@ class SynthesizeSpeechRequest:
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         d = dict(src_dict)
-        text = d.pop("text", UNSET)
+        text = d.pop("text")
+
+        _voice = d.pop("voice", UNSET)
+        voice: SynthesizeSpeechRequestVoice | Unset
+        if isinstance(_voice, Unset):
+            voice = UNSET
+        else:
+            voice = SynthesizeSpeechRequestVoice(_voice)
 
         description = d.pop("description", UNSET)
 
@@ -74,37 +93,17 @@ class SynthesizeSpeechRequest:
         else:
             format_ = SynthesizeSpeechRequestFormat(_format_)
 
-        def _parse_seed(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
+        speed = d.pop("speed", UNSET)
 
-        seed = _parse_seed(d.pop("seed", UNSET))
+        seed = d.pop("seed", UNSET)
 
         synthesize_speech_request = cls(
             text=text,
+            voice=voice,
             description=description,
             format_=format_,
+            speed=speed,
             seed=seed,
         )
 
-        synthesize_speech_request.additional_properties = d
         return synthesize_speech_request
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties
