@@ -21,6 +21,7 @@ import pytest
 import soundfile
 from PIL import Image
 
+from genmedia.contract.errors import InvalidInput
 from genmedia.contract.voices import OPENAI_VOICES, SPEAKERS, VOICES
 from services.gateway.openai import ImageGeneration, SpeechCreation, openai_error
 from testbed.servers import server_missing
@@ -76,6 +77,34 @@ def test_a_word_is_a_voice_name_and_words_are_a_description():
     assert SpeechCreation(input="Hi.", voice="alloy").speech_request().voice == "alloy"
     described = SpeechCreation(input="Hi.", voice="A deep, slow voice.").speech_request()
     assert (described.voice, described.description) == (None, "A deep, slow voice.")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"prompt": "x", "width": 64}, "width: unknown field here; /v1/ sets it with size"),
+        ({"prompt": "x", "size": "100x64"}, "size: (width) Input should be a multiple of 8"),
+        ({"prompt": "x", "output_format": "gif"}, "output_format: (format) Input should be 'png', 'webp' or 'jpeg'"),
+    ],
+)
+def test_image_fields_are_named_as_v1_names_them(body, message):
+    with pytest.raises(InvalidInput) as raised:
+        ImageGeneration(**body).image_request()
+    assert raised.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"input": "x", "text": "y"}, "text: unknown field here; /v1/ sets it with input"),
+        ({"input": "x", "description": "A voice."}, "description: unknown field here; /v1/ sets it with voice"),
+        ({"input": "x" * 2001}, "input: (text) String should have at most 2000 characters"),
+    ],
+)
+def test_speech_fields_are_named_as_v1_names_them(body, message):
+    with pytest.raises(InvalidInput) as raised:
+        SpeechCreation(**body).speech_request()
+    assert raised.value.message == message
 
 
 def test_openai_error_names_the_field_of_a_400():

@@ -41,9 +41,10 @@ from genmedia.outputs.storage import StorageError
 
 SpeechFormat = Literal["mp3", "opus", "flac", "wav", "pcm"]
 SPEECH_CONTENT_TYPES = {**CONTENT_TYPES, "opus": "audio/ogg", "pcm": "audio/pcm"}
-# What `/v1/` calls the native fields it maps onto, for error messages (and `param`).
+# What `/v1/` calls the native fields it sets from its own: a native name sent here is refused, and an error
+# in one is reported under the `/v1/` name (OpenAI's `param`).
 IMAGE_FIELD_NAMES = {"width": "size", "height": "size", "format": "output_format"}
-SPEECH_FIELD_NAMES = {"text": "input", "format": "response_format"}
+SPEECH_FIELD_NAMES = {"text": "input", "format": "response_format", "voice": "voice", "description": "voice"}
 
 
 class ImageGeneration(BaseModel):
@@ -55,19 +56,17 @@ class ImageGeneration(BaseModel):
     n: ImageCount = 1
     size: Annotated[str, Field(pattern=r"^(auto|\d+x\d+)$")] = f"{DEFAULT_IMAGE_SIDE}x{DEFAULT_IMAGE_SIDE}"
     response_format: Literal["url", "b64_json"] = "url"
+    output_format: str | None = None  # the file format, checked as `ImageRequest.format`
     user: str | None = None  # OpenAI's end-user id, for its abuse monitoring: accepted, unused
 
     def image_request(self) -> ImageRequest:
-        fields = dict(self.model_extra or {})
-        if misplaced := sorted(set(fields) & set(IMAGE_FIELD_NAMES)):
-            field = misplaced[0]
-            raise InvalidInput(f"{field}: unknown field here; /v1/ sets it with {IMAGE_FIELD_NAMES[field]}")
-        if "output_format" in fields:
-            fields["format"] = fields.pop("output_format")
+        mapped = {}
+        if self.output_format is not None:
+            mapped["format"] = self.output_format
         if self.size != "auto":
             width, _, height = self.size.partition("x")
-            fields.update(width=int(width), height=int(height))
-        return built(ImageRequest, fields, IMAGE_FIELD_NAMES)
+            mapped.update(width=int(width), height=int(height))
+        return built(ImageRequest, self.model_extra or {}, mapped, IMAGE_FIELD_NAMES)
 
 
 class SpeechCreation(BaseModel):
@@ -81,21 +80,25 @@ class SpeechCreation(BaseModel):
     response_format: SpeechFormat = "mp3"
 
     def speech_request(self) -> SpeechRequest:
-        fields = {**(self.model_extra or {}), "text": self.input, "format": self.stored_format()}
+        mapped = {"text": self.input, "format": self.stored_format()}
         if self.voice is not None:
             # A one-word voice is a name (a misspelled one is a 400 listing the names); words describe a voice.
-            fields["description" if len(self.voice.split()) > 1 else "voice"] = self.voice
-        return built(SpeechRequest, fields, {**SPEECH_FIELD_NAMES, "description": "voice"})
+            mapped["description" if len(self.voice.split()) > 1 else "voice"] = self.voice
+        return built(SpeechRequest, self.model_extra or {}, mapped, SPEECH_FIELD_NAMES)
 
     def stored_format(self) -> str:
         """The file the speech service makes: the one asked for, or lossless FLAC to convert from."""
         return "flac" if self.response_format in FIXED_RATES else self.response_format
 
 
-def built(model: type[BaseModel], fields: Mapping[str, Any], names: Mapping[str, str]):
-    """`model(**fields)`, or a 400 naming each invalid field as `/v1/` calls it (`size` for `width`, …)."""
+def built(model: type[BaseModel], extensions: Mapping[str, Any], mapped: Mapping[str, Any], names: Mapping[str, str]):
+    """The request object of the fields passed through and those mapped from OpenAI's, or a 400 naming each
+    invalid field as `/v1/` calls it (`size` for `width`, …)."""
+    if misplaced := sorted(set(extensions) & set(names)):
+        field = misplaced[0]
+        raise InvalidInput(f"{field}: unknown field here; /v1/ sets it with {names[field]}")
     try:
-        return model(**fields)
+        return model(**extensions, **mapped)
     except ValidationError as error:
         raise invalid_input(error, names) from None
 
