@@ -13,7 +13,9 @@ Every row of the table is a ratio A ÷ B of two things measured here, on 127.0.0
 - cold start (≤ 1.3): seconds from `bentoml serve` (the image service alone) to its first image ÷ seconds
   for a bare process to import, load and generate once;
 - cache hit (≤ 0.05): p50 of a repeated seeded request (answered from storage) ÷ p50 of a fresh generation;
-- memory (≤ 1.3): peak RSS of the image service's process tree ÷ peak RSS of the bare process.
+- memory (≤ 1.3): peak RSS of the image service's process tree ÷ peak RSS of the bare process;
+- batched images (on a GPU ≥ 1.5; on a CPU reported): images/s of `n=4` in one batched pipeline call
+  (the image service's `/generate_images`) ÷ images/s of four single `/generate_image` calls back to back.
 
 Method. The machine may be shared and its speed drifts, so each comparison is interleaved (A, B, A, B, ...)
 after a warm-up of each side, and the two sides of a row never run at the same time. Latencies are medians;
@@ -30,7 +32,8 @@ On a CUDA machine the same script measures the GPU path: the services and the ba
 device with `genmedia.model_loading.pick_device` (the memory row then compares host memory, not GPU memory).
 
     python -m load_tests.bench                    # the benchmark (make bench)
-    python -m load_tests.bench --only batching    # some rows only (cold-start, gateway, batching); no RESULTS.md
+    python -m load_tests.bench --only batching    # some rows only (cold-start, gateway, batching,
+                                                  # batched-images); no RESULTS.md
     python -m load_tests.bench --smoke            # the same code paths on tiny models, one sample each
 
 The stores are reused as long as they hold bench-profile models: after changing `models/bench.py`, delete
@@ -111,6 +114,7 @@ ROWS = {
     "cold start": ("s", ("<=", 1.3)),
     "cache hit": ("s", ("<=", 0.05)),
     "memory": ("GB", ("<=", 1.3)),
+    "batched images": ("img/s", None),  # the target is set when measured: on a GPU only
 }
 
 # What one server session measures, by the name `--only` takes.
@@ -118,6 +122,7 @@ SESSIONS = {
     "cold-start": ["cold start", "memory"],
     "gateway": ["serving overhead", "throughput under load", "cache hit"],
     "batching": ["adaptive batching"],
+    "batched-images": ["batched images"],
 }
 
 FULL_PLAN = Plan()
@@ -662,6 +667,72 @@ def batching_row(home: Path, work: Path, plan: Plan) -> list[Row]:
     return [row]
 
 
+class BatchedImages:
+    """The "batched images" row: the image service alone, `n=4` in one `/generate_images` call vs four single
+    `/generate_image` calls, alternating, each with fresh seeds. A batch amortises the per-call work a GPU
+    otherwise repeats (prompt encoding, kernel launches at a batch of one); a CPU is already busy at one image,
+    so there the ratio is reported, not held to the GPU's target."""
+
+    COUNT = 4
+    GPU_TARGET = (">=", 1.5)
+
+    def __init__(self, home: Path, work: Path, plan: Plan, seeds):
+        self.server = bench_server(IMAGE_SERVICE, home, work / "batched-images")
+        self.rounds = max(2, plan.throughput_rounds)
+        self.seeds = seeds
+
+    def body(self, seed: int) -> dict:
+        return {"prompt": PROMPT, "width": SIDE, "height": SIDE, "steps": STEPS, "seed": seed}
+
+    def post(self, client: httpx.Client, route: str, body: dict) -> None:
+        response = client.post(f"{self.server.url}{route}", json=body)
+        if response.status_code != 200:
+            raise BenchError(f"{route} answered {response.status_code}: {response.text[:500]}")
+
+    def batched(self, client: httpx.Client) -> float:
+        """Images per second of one call for COUNT images (seeds s … s+COUNT-1, all fresh)."""
+        seed = next(self.seeds)
+        for _ in range(self.COUNT - 1):
+            next(self.seeds)
+        started = time.perf_counter()
+        self.post(client, "/generate_images", {"request": self.body(seed), "count": self.COUNT})
+        return self.COUNT / (time.perf_counter() - started)
+
+    def singles(self, client: httpx.Client) -> float:
+        started = time.perf_counter()
+        for _ in range(self.COUNT):
+            self.post(client, "/generate_image", self.body(next(self.seeds)))
+        return self.COUNT / (time.perf_counter() - started)
+
+    def measure(self) -> list[Row]:
+        import torch
+
+        row = Row.named("batched images")
+        log(f"starting `bentoml serve {IMAGE_SERVICE}` for batched images")
+        try:
+            self.server.start(ready_timeout_s=READY_TIMEOUT_S)
+            with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+                self.batched(client)  # warm-up of both paths
+                self.singles(client)
+                batched, singles = [], []
+                for index in range(self.rounds):
+                    a, b = in_turn(index, partial(self.batched, client), partial(self.singles, client))
+                    batched.append(a)
+                    singles.append(b)
+                    log(f"batched images {index + 1}/{self.rounds}: n={self.COUNT} {a:.3f} img/s, singles {b:.3f}")
+        finally:
+            self.server.stop()
+        row.a, row.b = statistics.harmonic_mean(batched), statistics.harmonic_mean(singles)
+        row.samples = {f"n={self.COUNT} img/s": batched, "single img/s": singles}
+        on_gpu = torch.cuda.is_available()
+        row.target = self.GPU_TARGET if on_gpu else None
+        row.note = (
+            f"image service alone, rounds of {self.COUNT} images: one batched call vs {self.COUNT} calls back to "
+            f"back; {'GPU: target ≥ 1.5' if on_gpu else 'CPU: reported (a GPU is expected to exceed 1.5)'}"
+        )
+        return [row]
+
+
 # --- Report -------------------------------------------------------------------------------------------------
 
 
@@ -721,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=SESSIONS,
         help="measure only these rows (repeatable: cold-start = cold start and memory, gateway = overhead, "
-        "throughput and cache hit, batching); RESULTS.md is written only when all are measured",
+        "throughput and cache hit, batching, batched-images); RESULTS.md is written only when all are measured",
     )
     arguments = parser.parse_args(argv)
     chosen = arguments.only or list(SESSIONS)
@@ -740,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         "cold-start": lambda: cold_start_and_memory(images_home, model, WORK, plan, seeds),
         "gateway": lambda: gateway_rows(images_home, model, WORK, plan, seeds),
         "batching": lambda: batching_row(captions_home, WORK, plan),
+        "batched-images": lambda: BatchedImages(images_home, WORK, plan, seeds).measure(),
     }
     for session, names in SESSIONS.items():
         if session not in chosen:

@@ -4,7 +4,9 @@ Cold start: the weights are built into the Bento (model store), loaded once in `
 tiny warm-up generation runs before the service reports ready, so the first user does not pay for lazy CUDA
 initialisation. A diffusers pipeline and its scheduler are not safe to share between concurrent calls
 (diffusers#3672), so denoising runs on a single thread, one request at a time; encoding and upload happen in
-other threads, so the GPU starts the next image while the previous one is written out.
+other threads, so the GPU starts the next image while the previous one is written out. Several images of one
+prompt (`/generate_images`, the gateway's `n`) are one batched pipeline call with a generator per image, which
+on a GPU costs far less than one call each.
 """
 
 import asyncio
@@ -17,7 +19,7 @@ import bentoml
 from genmedia import logger
 from genmedia.contract.bodies import BodyGuard
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
-from genmedia.contract.requests import CONTENT_TYPES, ImageRequest, ImageResult
+from genmedia.contract.requests import CONTENT_TYPES, ImageCount, ImageRequest, ImageResult
 from genmedia.metrics import metrics
 from genmedia.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
 from genmedia.outputs import OutputStore
@@ -54,7 +56,7 @@ class TextToImage:
         if self.device == "cuda":
             # Lazy CUDA initialisation would otherwise land on the first user. On the thread that serves
             # requests: on a CPU a warm-up buys nothing and a second thread would start a second OpenMP team.
-            self.denoiser.submit(self.denoise, WARM_UP.resolved(self.defaults)).result()
+            self.denoiser.submit(self.denoise, [WARM_UP.resolved(self.defaults)]).result()
         self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-image %s (source %s) ready on %s/%s in %.1f s",
@@ -65,38 +67,59 @@ class TextToImage:
             time.perf_counter() - started,
         )
 
-    def denoise(self, request: ImageRequest):
+    def denoise(self, series: list[ImageRequest]):
+        """The images of resolved requests that differ in their seed only, in one batched pipeline call."""
         import torch
 
-        generator = torch.Generator(device=self.device).manual_seed(request.seed)
-        return self.pipeline(**request.pipeline_arguments(), generator=generator).images[0]
+        # One generator per image: image i is the one its own seed gives (diffusers treats a list of one
+        # generator as that generator, so a single image is what an unbatched call gives).
+        generators = [torch.Generator(device=self.device).manual_seed(request.seed) for request in series]
+        arguments = series[0].pipeline_arguments()
+        return self.pipeline(**arguments, num_images_per_prompt=len(series), generator=generators).images
 
     @bentoml.api(route="/generate_image")
     @answers_errors
     async def generate_image(self, request: ImageRequest, /) -> ImageResult:
         """Generate an image, store it, and answer its key and URL (from storage when already made)."""
-        request = request.resolved(self.defaults)
-        key = request.content_key(self.version)
-        result = ImageResult(
-            file_key=key,
-            public_url=self.outputs.public_url(key),
-            seed=request.seed,
-            width=request.width,
-            height=request.height,
-            format=request.format,
-            model=self.version,
-            cached=True,
-        )
-        if await self.outputs.find(key, where="service"):
-            return result
+        return (await self.make_images(request, 1))[0]
+
+    @bentoml.api(route="/generate_images")
+    @answers_errors
+    async def generate_images(self, request: ImageRequest, count: ImageCount = 1) -> list[ImageResult]:
+        """`count` images of one prompt, seeds s, s+1, …, in one batched call; each stored under its own key."""
+        return await self.make_images(request, count)
+
+    async def make_images(self, request: ImageRequest, count: int) -> list[ImageResult]:
+        series = [image.resolved(self.defaults) for image in request.series(count)]
+        keys = [image.content_key(self.version) for image in series]
+        results = [
+            ImageResult(
+                file_key=key,
+                public_url=self.outputs.public_url(key),
+                seed=image.seed,
+                width=image.width,
+                height=image.height,
+                format=image.format,
+                model=self.version,
+                cached=True,
+            )
+            for image, key in zip(series, keys, strict=True)
+        ]
+        missing = [index for index, key in enumerate(keys) if not await self.outputs.find(key, where="service")]
+        if not missing:
+            return results
 
         started = time.perf_counter()
-        image = await asyncio.get_running_loop().run_in_executor(self.denoiser, self.denoise, request)
+        images = await asyncio.get_running_loop().run_in_executor(
+            self.denoiser, self.denoise, [series[index] for index in missing]
+        )
         metrics().generation_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
-        metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc()
-        data = await asyncio.to_thread(encode_image, image, request.format)
-        await self.outputs.save(key, data, CONTENT_TYPES[request.format])
-        return result.model_copy(update={"cached": False})
+        metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc(len(missing))
+        for index, image in zip(missing, images, strict=True):
+            data = await asyncio.to_thread(encode_image, image, series[index].format)
+            await self.outputs.save(keys[index], data, CONTENT_TYPES[series[index].format])
+            results[index] = results[index].model_copy(update={"cached": False})
+        return results
 
 
 # Outermost first: the body's bounds (the same as the gateway's, for when this service is served alone).

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import bentoml
 
 from genmedia import logger
-from genmedia.audio import audio_duration, encode_audio
+from genmedia.audio import audio_duration, change_speed, encode_audio
 from genmedia.contract.bodies import BodyGuard
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
 from genmedia.contract.requests import CONTENT_TYPES, DEFAULT_VOICE, SpeechRequest, SpeechResult
@@ -116,7 +116,8 @@ class TextToSpeech:
     @bentoml.api(route="/synthesize_speech")
     @answers_errors
     async def synthesize_speech(self, request: SpeechRequest, /) -> SpeechResult:
-        """Speak `text` in the voice `description` describes, store the file, and answer its key and URL."""
+        """Speak `text` in the named `voice` or the one `description` describes, store the file, and answer its
+        key and URL."""
         request = request.resolved()
         key = request.content_key(self.version)
         result = SpeechResult(
@@ -133,9 +134,13 @@ class TextToSpeech:
             return result.model_copy(update={"duration_s": audio_duration(stored.data)})
 
         started = time.perf_counter()
-        samples = await asyncio.get_running_loop().run_in_executor(
+        loop = asyncio.get_running_loop()
+        samples = await loop.run_in_executor(
             self.generator, self.speak, split_for_speech(request.text), request.description, request.seed
         )
+        if request.speed != 1:
+            # On the generation thread: a second thread running torch would start a second OpenMP team.
+            samples = await loop.run_in_executor(self.generator, change_speed, samples, request.speed)
         metrics().generation_seconds.labels(TEXT_TO_SPEECH).observe(time.perf_counter() - started)
         data = await asyncio.to_thread(encode_audio, samples, self.sample_rate, request.format)
         duration = audio_duration(data)

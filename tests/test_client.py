@@ -127,7 +127,31 @@ def test_generate_image_sends_a_flat_body_with_the_key_and_returns_the_result(sd
     assert result.public_url == IMAGE["public_url"] and result.width == 256
     [request] = fake.requests
     assert request.headers["authorization"] == f"Bearer {KEY}"
-    assert json.loads(request.content) == {"prompt": "a boat", "width": 256, "height": 128, "seed": 7, "format": "png"}
+    # The generated model sends the fields it has a default for (negative_prompt's is "") with the given ones.
+    assert json.loads(request.content) == {
+        "prompt": "a boat",
+        "negative_prompt": "",
+        "width": 256,
+        "height": 128,
+        "seed": 7,
+        "format": "png",
+    }
+
+
+def test_synthesize_speech_sends_a_named_voice(sdk):
+    speech = {
+        "file_key": "audio/abc.mp3",
+        "public_url": "https://storage.example.com/audio/abc.mp3",
+        "sample_rate": 44100,
+        "duration_s": 1.5,
+        "format": "mp3",
+        "model": "text-to-speech:v1",
+        "cached": False,
+    }
+    client, fake = gateway_client(sdk, {("POST", "/synthesize_speech"): [httpx.Response(200, json=speech)]})
+    assert client.synthesize_speech(text="Hi.", voice="alloy", format="mp3").duration_s == 1.5
+    sent = json.loads(fake.requests[0].content)
+    assert (sent["text"], sent["voice"], sent["format"]) == ("Hi.", "alloy", "mp3")
 
 
 def test_no_api_key_sends_no_authorization(sdk):

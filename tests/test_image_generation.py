@@ -3,14 +3,17 @@ storing into the Supabase Storage test server through the real client."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from PIL import Image, ImageChops
 
-from testbed.serving import Server, base_env
+from testbed.serving import REPO_ROOT, Server, base_env
 from testbed.storage_server import FakeSupabaseStorage
 
 BUCKET = "images-test"
@@ -173,3 +176,55 @@ def test_concurrent_requests_do_not_interfere(image_service, storage):
         assert response.json()["cached"] is False
         together = httpx.get(response.json()["public_url"], timeout=30).content
         assert together == alone[seed], f"seed {seed} differs when generated concurrently"
+
+
+# One image is an unbatched pipeline call (one generator), byte for byte; several are one batched call.
+
+UNBATCHED = """
+import hashlib, sys, torch
+from genmedia.contract.requests import ImageRequest
+from genmedia.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device, stored_model
+from services.text_to_image import encode_image
+
+model = stored_model(TEXT_TO_IMAGE)
+request = ImageRequest(prompt="a red fox", width=64, height=64, seed=int(sys.argv[1])).resolved(model.info.metadata)
+device, dtype = pick_device()
+pipeline = load_text_to_image(model.path, device, dtype)
+generator = torch.Generator(device=device).manual_seed(request.seed)
+image = pipeline(**request.pipeline_arguments(), generator=generator).images[0]
+print(hashlib.sha256(encode_image(image, "png")).hexdigest())
+"""
+
+
+def test_a_single_image_is_byte_for_byte_an_unbatched_pipeline_call(image_service, tiny_store):
+    answer = generate(image_service, width=64, height=64, seed=41).json()
+    served = httpx.get(answer["public_url"], timeout=30).content
+    unbatched = subprocess.run(
+        [sys.executable, "-c", UNBATCHED, "41"],
+        cwd=REPO_ROOT,
+        env=base_env(tiny_store),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert unbatched.returncode == 0, unbatched.stderr[-2000:]
+    assert hashlib.sha256(served).hexdigest() == unbatched.stdout.strip()
+
+
+def test_generate_images_makes_count_images_in_one_pipeline_call(image_service):
+    generated = image_service.metric(GENERATED[0], **GENERATED[1])
+    calls = image_service.metric("genmedia_generation_seconds_count", capability="text-to-image")
+    response = httpx.post(
+        f"{image_service.url}/generate_images",
+        json={"request": {"prompt": "a red fox", "width": 64, "height": 64, "seed": 900}, "count": 3},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()
+    assert [result["seed"] for result in results] == [900, 901, 902]
+    assert len({result["file_key"] for result in results}) == 3
+    assert image_service.metric(GENERATED[0], **GENERATED[1]) - generated == 3
+    assert image_service.metric("genmedia_generation_seconds_count", capability="text-to-image") - calls == 1
+    # Each image is stored alone: image 1 on its own is a cache hit.
+    alone = generate(image_service, width=64, height=64, seed=901).json()
+    assert (alone["cached"], alone["file_key"]) == (True, results[1]["file_key"])

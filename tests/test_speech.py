@@ -67,7 +67,7 @@ def stored_audio(files: LocalObjectStore, key: str) -> tuple[np.ndarray, int]:
     return soundfile.read(io.BytesIO(files.get(key).data), dtype="float32")
 
 
-@pytest.mark.parametrize("format", ["wav", "flac", "ogg"])
+@pytest.mark.parametrize("format", ["wav", "flac", "ogg", "mp3"])
 def test_speech_is_stored_as_audio_of_the_answered_format_rate_and_duration(speech, files, model_sampling_rate, format):
     response = synthesize(speech, text="Hello there, how are you?", description=VOICE, format=format, seed=11)
 
@@ -149,11 +149,25 @@ def test_long_text_is_split_at_sentence_ends_and_spoken_in_full(speech, files):
         ("text", {"text": "  \n\t "}),
         ("text", {"text": "a" * 2001}),
         ("description", {"text": "Hi.", "description": "d" * 501}),
-        ("format", {"text": "Hi.", "format": "mp3"}),
+        ("format", {"text": "Hi.", "format": "opus"}),
         ("seed", {"text": "Hi.", "seed": -1}),
         ("seed", {"text": "Hi.", "seed": 2**32}),
+        ("voice", {"text": "Hi.", "voice": "bob"}),
+        ("description", {"text": "Hi.", "voice": "jon", "description": "A calm voice."}),
+        ("speed", {"text": "Hi.", "speed": 5}),
     ],
-    ids=["empty-text", "blank-text", "long-text", "long-description", "unknown-format", "negative-seed", "big-seed"],
+    ids=[
+        "empty-text",
+        "blank-text",
+        "long-text",
+        "long-description",
+        "unknown-format",
+        "negative-seed",
+        "big-seed",
+        "unknown-voice",
+        "voice-and-description",
+        "fast-speed",
+    ],
 )
 def test_invalid_input_is_refused_naming_the_field(speech, field, body):
     response = synthesize(speech, **body)

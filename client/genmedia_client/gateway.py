@@ -39,6 +39,7 @@ from .generated.models import (
     SpeechResult,
     SynthesizeSpeechRequest,
     SynthesizeSpeechRequestFormat,
+    SynthesizeSpeechRequestVoice,
     TaskStatus,
     TaskStatusResponse,
     TaskSubmitted,
@@ -73,10 +74,13 @@ def answer(response: Response[Any]) -> Any:
 
 
 def request_body(model: type, format_type: type, fields: dict[str, Any]) -> Any:
-    """A generated request model from keyword arguments named as in the API (`format`, not `format_`)."""
+    """A generated request model from keyword arguments named as in the API (`format`, not `format_`), with
+    plain strings for the enumerated fields."""
     fields = dict(fields)
     if "format" in fields:
         fields["format_"] = format_type(fields.pop("format"))
+    if "voice" in fields:
+        fields["voice"] = SynthesizeSpeechRequestVoice(fields["voice"])
     return model(**fields)
 
 
@@ -142,7 +146,7 @@ class Genmedia:
         return answer(generate_image.sync_detailed(client=self.api, body=body))
 
     def synthesize_speech(self, text: str, **options: Any) -> SpeechResult:
-        """`POST /synthesize_speech`; options: description (the voice), format, seed."""
+        """`POST /synthesize_speech`; options: voice (a name from `GET /voices`) or description, format, speed, seed."""
         body = request_body(SynthesizeSpeechRequest, SynthesizeSpeechRequestFormat, {"text": text, **options})
         return answer(synthesize_speech.sync_detailed(client=self.api, body=body))
 

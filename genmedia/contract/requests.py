@@ -14,7 +14,11 @@ import secrets
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from genmedia.contract.errors import InvalidInput
+from genmedia.contract.voices import VOICES, VoiceName
 
 MAX_SEED = 2**32
 DEFAULT_IMAGE_SIDE = 512
@@ -24,8 +28,11 @@ DEFAULT_VOICE = (
 
 ImageSide = Annotated[int, Field(ge=64, le=1536, multiple_of=8)]
 ImageFormat = Literal["png", "webp", "jpeg"]
-AudioFormat = Literal["wav", "flac", "ogg"]
+AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 Seed = Annotated[int, Field(ge=0, lt=MAX_SEED)]
+# Images of one prompt made in one batched pipeline call (`ImageRequest.series`).
+MAX_IMAGES_PER_CALL = 4
+ImageCount = Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_CALL)]
 
 # Uploads to /caption_image: checked before the image is fully decoded.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -39,6 +46,7 @@ CONTENT_TYPES = {
     "wav": "audio/wav",
     "flac": "audio/flac",
     "ogg": "audio/ogg",
+    "mp3": "audio/mpeg",
 }
 
 
@@ -84,6 +92,17 @@ class ImageRequest(Request):
             update["guidance_scale"] = float(model_defaults["default_guidance_scale"])
         return self.model_copy(update=update).drawn_seed()
 
+    def series(self, count: int) -> list[ImageRequest]:
+        """The `count` images of this request, seeds s, s+1, …: each its own request, so each has its own key
+        and a later single request for image i (seed s+i) is a cache hit. Draws s when there is none."""
+        first = self
+        if self.seed is None:
+            first = self.model_copy(update={"seed": secrets.randbelow(MAX_SEED - count + 1)})
+        if first.seed + count > MAX_SEED:
+            limit = MAX_SEED - count + 1
+            raise InvalidInput(f"seed: image i of {count} has seed + i, so the seed must be below {limit}")
+        return [first.model_copy(update={"seed": first.seed + index}) for index in range(count)]
+
     def pipeline_arguments(self) -> dict[str, Any]:
         """The diffusers pipeline's keyword arguments for this (resolved) request, the generator aside."""
         return {
@@ -105,12 +124,18 @@ class SpeechRequest(Request):
         description="What to say (1 to 2000 characters); long text is split at sentence ends and joined.",
         examples=["Hello there. This is genmedia."],
     )
-    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)] = Field(
-        DEFAULT_VOICE,
-        description="The voice, described in plain words (at most 500 characters).",
+    voice: VoiceName | None = Field(
+        None, description="A named voice (`GET /voices` lists them), instead of a `description`.", examples=["alloy"]
+    )
+    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)] | None = Field(
+        None,
+        description="The voice, described in plain words (at most 500 characters); default: a neutral clear voice.",
         examples=["A warm female voice speaks slowly and clearly."],
     )
     format: AudioFormat = Field("wav", description="File format of the audio.")
+    speed: Annotated[float, Field(ge=0.25, le=4.0)] = Field(
+        1.0, description="Speaking rate, 0.25 to 4: 2 is twice as fast; the pitch is kept."
+    )
     seed: Seed | None = Field(
         None,
         description="Random seed, 0 ≤ seed < 2³². The same seeded request gives the same audio, answered from "
@@ -118,13 +143,22 @@ class SpeechRequest(Request):
         examples=[7],
     )
 
+    @field_validator("description")
+    @classmethod
+    def one_voice(cls, description: str | None, info: ValidationInfo) -> str | None:
+        if description is not None and info.data.get("voice") is not None:
+            raise PydanticCustomError("voice_and_description", "give a named voice or a description, not both")
+        return description
+
     def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> SpeechRequest:
-        """Every default filled in: a drawn seed (the voice's default is a plain field default)."""
-        return self.drawn_seed()
+        """Every default filled in: the description (the named voice's, or the neutral one), a drawn seed."""
+        description = VOICES[self.voice] if self.voice is not None else self.description or DEFAULT_VOICE
+        return self.model_copy(update={"description": description}).drawn_seed()
 
     def content_key(self, model_version: str) -> str:
-        """The key of the audio this (resolved) request gives."""
-        return content_key("audio", model_version, self, self.format)
+        """The key of the audio this (resolved) request gives: the voice counts by its description only, so a
+        name and the description it stands for share their outputs."""
+        return content_key("audio", model_version, self, self.format, exclude={"voice"})
 
 
 class ImageResult(BaseModel):
@@ -153,14 +187,16 @@ class CaptionResult(BaseModel):
     model: str = Field(description="The model version that wrote it (its model-store tag).")
 
 
-def content_key(prefix: str, model_version: str, request: Request, extension: str) -> str:
+def content_key(
+    prefix: str, model_version: str, request: Request, extension: str, exclude: frozenset[str] | set[str] = frozenset()
+) -> str:
     """A storage key that names its content: the same model version and request give the same key.
 
     The request is hashed as canonical JSON, so any text (newlines, slashes, header-like strings) in a
     prompt can only change the hash, never the shape of the key. The request must be resolved: a default
     left to the model would make two different outputs share a key.
     """
-    params = request.model_dump()
+    params = request.model_dump(exclude=exclude)
     if None in params.values():
         raise ValueError(f"content_key needs a resolved request, got {params}")
     canonical = json.dumps({"model": model_version, **params}, sort_keys=True, ensure_ascii=True)

@@ -14,7 +14,8 @@ A request passes these checks in order, cheapest first, and reaches a model serv
    scaling on BentoCloud): `services.gateway.backends`. Down, starting or too slow ⇒ 503 + Retry-After.
 
 Backend URLs, storage keys and API keys never appear in a response. Local files are served by
-`services.gateway.files`.
+`services.gateway.files`, the named voices by `services.gateway.voices`, and the OpenAI-compatible `/v1/`
+routes by `services.gateway.openai`, which call `make_images` and `make_speech` below like the native routes.
 """
 
 import asyncio
@@ -35,6 +36,8 @@ from services.gateway.access import AccessGuard, AddressCheck, Cors
 from services.gateway.backends import forward, served_model
 from services.gateway.docs import ApiDocs
 from services.gateway.files import files_app
+from services.gateway.openai import OpenAIErrors, openai_app
+from services.gateway.voices import voices_app
 from services.image_captioning import ImageCaptioning
 from services.text_to_image import TextToImage
 from services.text_to_speech import TextToSpeech
@@ -70,29 +73,41 @@ class Gateway:
         logger.info("gateway ready: %r", self.settings)
 
     async def make_image(self, request: ImageRequest) -> ImageResult:
+        return (await self.make_images(request, 1))[0]
+
+    async def make_images(self, request: ImageRequest, count: int) -> list[ImageResult]:
+        """`count` images of one prompt (seeds s, s+1, …): from storage when all are there, else one call."""
         seeded = request.seed is not None
         # The seed is drawn here, not in the service, so the answer names it even when it comes from storage.
-        request = request.drawn_seed()
+        series = request.series(count)
         if self.image_model and seeded:
             version, defaults = self.image_model
-            key = request.resolved(defaults).content_key(version)
-            if await self.images.find(key, where="gateway"):
-                return ImageResult(
-                    file_key=key,
-                    public_url=self.images.public_url(key),
-                    seed=request.seed,
-                    width=request.width,
-                    height=request.height,
-                    format=request.format,
-                    model=version,
-                    cached=True,
-                )
-        return await forward(
-            "TextToImage",
-            "Image generation",
-            lambda: self.text_to_image.to_async.generate_image(request.model_dump()),
-            self.settings.backend_timeout_s,
+            keys = [image.resolved(defaults).content_key(version) for image in series]
+            if all([await self.images.find(key, where="gateway") for key in keys]):
+                return [
+                    ImageResult(
+                        file_key=key,
+                        public_url=self.images.public_url(key),
+                        seed=image.seed,
+                        width=image.width,
+                        height=image.height,
+                        format=image.format,
+                        model=version,
+                        cached=True,
+                    )
+                    for image, key in zip(series, keys, strict=True)
+                ]
+        first = series[0].model_dump()
+        if count == 1:
+            call = self.text_to_image.to_async.generate_image
+            return [
+                await forward("TextToImage", "Image generation", lambda: call(first), self.settings.backend_timeout_s)
+            ]
+        call = self.text_to_image.to_async.generate_images
+        results = await forward(
+            "TextToImage", "Image generation", lambda: call(request=first, count=count), self.settings.backend_timeout_s
         )
+        return [ImageResult.model_validate(result) for result in results]
 
     async def make_speech(self, request: SpeechRequest) -> SpeechResult:
         seeded = request.seed is not None
@@ -159,10 +174,14 @@ class Gateway:
 
 
 Gateway.mount_asgi_app(files_app, path="/files")
+Gateway.mount_asgi_app(voices_app, path="/")
+Gateway.mount_asgi_app(openai_app, path="/v1")
 # Outermost first: the block list (no CORS headers for a blocked client, not even a preflight), CORS headers
-# even on the other refusals, then the access checks, then error-body rewriting.
+# even on the other refusals, then OpenAI's error shape under /v1/ (around every refusal), then the access
+# checks, then error-body rewriting.
 Gateway.add_asgi_middleware(AddressCheck)
 Gateway.add_asgi_middleware(Cors)
+Gateway.add_asgi_middleware(OpenAIErrors)
 Gateway.add_asgi_middleware(AccessGuard, max_in_flight=MAX_IN_FLIGHT)
 Gateway.add_asgi_middleware(ErrorBodyMiddleware)
 Gateway.add_asgi_middleware(ApiDocs)

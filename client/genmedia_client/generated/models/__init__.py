@@ -11,6 +11,7 @@ from .speech_result import SpeechResult
 from .speech_result_format import SpeechResultFormat
 from .synthesize_speech_request import SynthesizeSpeechRequest
 from .synthesize_speech_request_format import SynthesizeSpeechRequestFormat
+from .synthesize_speech_request_voice_type_0 import SynthesizeSpeechRequestVoiceType0
 from .task_status import TaskStatus
 from .task_status_response import TaskStatusResponse
 from .task_submitted import TaskSubmitted
@@ -27,6 +28,7 @@ __all__ = (
     "SpeechResultFormat",
     "SynthesizeSpeechRequest",
     "SynthesizeSpeechRequestFormat",
+    "SynthesizeSpeechRequestVoiceType0",
     "TaskStatus",
     "TaskStatusResponse",
     "TaskSubmitted",

@@ -3,6 +3,7 @@ from enum import StrEnum
 
 class SynthesizeSpeechRequestFormat(StrEnum):
     FLAC = "flac"
+    MP3 = "mp3"
     OGG = "ogg"
     WAV = "wav"
 
