@@ -25,7 +25,7 @@ from genmedia.contract.errors import InvalidInput
 from genmedia.contract.voices import OPENAI_VOICES, SPEAKERS, VOICES
 from services.gateway.openai import ImageGeneration, SpeechCreation, openai_error
 from testbed.servers import server_missing
-from tests.test_gateway import start_gateway
+from tests.gateways import start_gateway
 
 KEY = "openai-key-0123456789"
 RATE_KEY = "openai-rate-key-0123456789"

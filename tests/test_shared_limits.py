@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from testbed.serving import Server
-from tests.test_gateway import FORWARDED, start_gateway
+from tests.gateways import FORWARDED, start_gateway
 
 LIMIT = 5
 # One key per test, so that no test spends another's window (the limit counts per key).
