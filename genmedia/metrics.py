@@ -28,6 +28,9 @@ class Metrics:
     gateway_refused: Any  # Counter{reason}: blocked, auth, rate, invalid, too_large
     gateway_forwarded: Any  # Counter{service}: calls the gateway made to a model service
     backend_unavailable: Any  # Counter{service}: model service down, starting or timing out
+    prompts_refused: Any  # Counter{field}: prompts refused for a term of BLOCKED_PROMPT_TERMS_FILE
+    outputs_withheld: Any  # Counter{capability}: outputs the safety checker flagged, stored as a marker only
+    safety_check_seconds: Any  # Histogram{capability}: the safety checker's time per output
 
 
 @functools.cache
@@ -50,5 +53,12 @@ def metrics() -> Metrics:
         gateway_forwarded=prom.Counter("genmedia_gateway_forwarded", "Calls forwarded to a model service", ["service"]),
         backend_unavailable=prom.Counter(
             "genmedia_backend_unavailable", "Model service calls that failed as unavailable", ["service"]
+        ),
+        prompts_refused=prom.Counter("genmedia_prompts_refused", "Prompts refused for a blocked term", ["field"]),
+        outputs_withheld=prom.Counter(
+            "genmedia_outputs_withheld", "Outputs withheld by the safety checker", ["capability"]
+        ),
+        safety_check_seconds=prom.Histogram(
+            "genmedia_safety_check_seconds", "Safety checker time per output", ["capability"], buckets=SECONDS_BUCKETS
         ),
     )

@@ -41,6 +41,8 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     cors_origins: tuple[str, ...] = ()
     backend_timeout_s: float = 600.0
+    blocked_prompt_terms_file: Path | None = None
+    safety_checker: bool = True
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -95,7 +97,7 @@ class Settings:
                 return True
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
-            raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+            raise SettingsError(f"{name}={raw!r} is not a boolean (true/false, on/off)")
 
         def items(name: str) -> tuple[str, ...]:
             return tuple(part.strip() for part in (text(name) or "").split(",") if part.strip())
@@ -126,6 +128,8 @@ class Settings:
             trusted_proxies=networks("TRUSTED_PROXIES"),
             cors_origins=items("CORS_ORIGINS"),
             backend_timeout_s=seconds("BACKEND_TIMEOUT_S", 600.0),
+            blocked_prompt_terms_file=Path(terms) if (terms := text("BLOCKED_PROMPT_TERMS_FILE")) else None,
+            safety_checker=boolean("SAFETY_CHECKER", True),
         )
         settings._check_consistency()
         return settings
@@ -142,6 +146,8 @@ class Settings:
                 raise SettingsError(f"SUPABASE_URL={self.supabase_url!r} must start with http:// or https://")
         if not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} must start with http:// or https://")
+        if self.blocked_prompt_terms_file is not None and not self.blocked_prompt_terms_file.is_file():
+            raise SettingsError(f"BLOCKED_PROMPT_TERMS_FILE={str(self.blocked_prompt_terms_file)!r} is not a file")
         if "*" in self.cors_origins and self.gateway_api_keys:
             raise SettingsError("CORS_ORIGINS='*' is refused while GATEWAY_API_KEYS is set: list the origins")
 

@@ -4,7 +4,9 @@ Cold start: the weights are built into the Bento (model store), loaded once in `
 warm-up generation runs before the service reports ready, so the first user does not pay for lazy CUDA
 initialisation. A diffusers pipeline and its scheduler are not safe to share between concurrent calls
 (diffusers#3672), so denoising runs on a single thread, one request at a time; encoding and upload happen in
-other threads, so the GPU starts the next image while the previous one is written out.
+other threads, so the GPU starts the next image while the previous one is written out. Each image is checked
+by the safety checker (`genmedia.safety`) on the same thread and device before it is encoded; a flagged one
+is withheld (422), a marker stored in its place.
 """
 
 import asyncio
@@ -32,8 +34,8 @@ from genmedia.contract.requests import (
     image_key,
 )
 from genmedia.metrics import metrics
-from genmedia.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
-from genmedia.outputs import OutputStore
+from genmedia.model_loading import SAFETY_CHECKER, TEXT_TO_IMAGE, load_safety_checker, load_text_to_image, pick_device
+from genmedia.outputs import OutputStore, OutputWithheld
 from genmedia.settings import get_settings
 from services import ONE_LASTING_CONNECTION
 
@@ -54,6 +56,7 @@ def encode_image(image, format: str) -> bytes:
 )
 class TextToImage:
     model = bentoml.models.BentoModel(f"{TEXT_TO_IMAGE}:latest")
+    safety_model = bentoml.models.BentoModel(f"{SAFETY_CHECKER}:latest")
 
     def __init__(self) -> None:
         started = time.perf_counter()
@@ -64,7 +67,12 @@ class TextToImage:
         self.default_guidance_scale = float(self.model.info.metadata["default_guidance_scale"])
         self.denoiser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoise")
         self.outputs = OutputStore("images", get_settings())
-        self.denoise("warm-up", None, 64, 64, 1, self.default_guidance_scale, seed=0)
+        self.safety_checker = None
+        if get_settings().safety_checker:
+            self.safety_checker = load_safety_checker(self.safety_model.path, self.device, self.dtype)
+        warm_up = self.denoise("warm-up", None, 64, 64, 1, self.default_guidance_scale, seed=0)
+        if self.safety_checker is not None:
+            self.safety_checker.flags([warm_up])
         self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-image %s (source %s) ready on %s/%s in %.1f s",
@@ -74,6 +82,8 @@ class TextToImage:
             self.dtype,
             time.perf_counter() - started,
         )
+        if self.safety_checker is None:
+            logger.warning("SAFETY_CHECKER=off: generated images are returned unchecked")
 
     def denoise(self, prompt, negative_prompt, width, height, steps, guidance_scale, seed):
         import torch
@@ -88,6 +98,15 @@ class TextToImage:
             guidance_scale=guidance_scale,
             generator=generator,
         ).images[0]
+
+    def flagged(self, image) -> bool:
+        """Whether the safety checker withholds `image`; False when it is off."""
+        if self.safety_checker is None:
+            return False
+        started = time.perf_counter()
+        flagged = self.safety_checker.flags([image])[0]
+        metrics().safety_check_seconds.labels("images").observe(time.perf_counter() - started)
+        return flagged
 
     @bentoml.api(route="/generate_image")
     @answers_errors
@@ -136,6 +155,11 @@ class TextToImage:
         )
         metrics().generation_seconds.labels("images").observe(time.perf_counter() - started)
         metrics().outputs_generated.labels("images").inc()
+        if await asyncio.get_running_loop().run_in_executor(self.denoiser, self.flagged, image):
+            metrics().outputs_withheld.labels("images").inc()
+            logger.info("withheld %s: flagged by the safety checker", key)
+            await self.outputs.withhold(key)
+            raise OutputWithheld(key)
         data = await asyncio.to_thread(encode_image, image, format)
         await self.outputs.save(key, data, CONTENT_TYPES[format])
         return result.model_copy(update={"cached": False})

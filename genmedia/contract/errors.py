@@ -17,9 +17,11 @@ from typing import Any, ParamSpec, TypeVar
 from starlette.responses import JSONResponse
 
 from genmedia import logger
+from genmedia.outputs import OutputWithheld
 from genmedia.outputs.storage import InvalidKey, StorageUnavailable
 
 STORAGE_RETRY_AFTER_S = 10
+WITHHELD_MESSAGE = "The generated image was withheld by the safety checker; try another prompt or seed."
 
 
 class ServiceError(Exception):
@@ -62,6 +64,12 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class Withheld(ServiceError):
+    """An output the safety checker flagged: nothing is returned or stored but a marker."""
+
+    status = 422
+
+
 class RateLimited(ServiceError):
     status = 429
 
@@ -87,6 +95,8 @@ def as_service_error(error: Exception) -> ServiceError | None:
         )
     if isinstance(error, InvalidKey):
         return InvalidInput(str(error))
+    if isinstance(error, OutputWithheld):
+        return Withheld(WITHHELD_MESSAGE)
     return None
 
 

@@ -12,11 +12,17 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le, Lt, MultipleOf
-from pydantic import BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
+
+from genmedia.contract.screening import screened
 
 MAX_SEED = 2**32
 
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+# Text that steers a model is screened for blocked terms (genmedia.contract.screening); a negative prompt is not:
+# naming what to avoid is what it is for.
+Prompt = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), AfterValidator(screened)
+]
 NegativePrompt = Annotated[str, StringConstraints(max_length=1000)]
 ImageSide = Annotated[int, Ge(64), Le(1536), MultipleOf(8)]
 Steps = Annotated[int, Ge(1), Le(100)]
@@ -24,8 +30,12 @@ GuidanceScale = Annotated[float, Ge(0), Le(20)]
 Seed = Annotated[int, Ge(0), Lt(MAX_SEED)]
 ImageFormat = Literal["png", "webp", "jpeg"]
 
-SpeechText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-VoiceDescription = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+SpeechText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(screened)
+]
+VoiceDescription = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(screened)
+]
 AudioFormat = Literal["wav", "flac", "ogg"]
 
 DEFAULT_IMAGE_SIDE = 512

@@ -4,9 +4,10 @@ A request passes these checks in order, cheapest first, and reaches a model serv
 1. blocked IP (403), API key (401), rate limit (429), body size (413): `services.gateway.access.AccessGuard`,
    middleware that answers before the body is parsed;
 2. input validation (400): the same `genmedia.contract.requests` types the model services declare, checked by
-   BentoML from this file's signatures, plus the upload checks of `genmedia.contract.uploads` for captions;
+   BentoML from this file's signatures, blocked prompt terms among them (`genmedia.contract.screening`),
+   plus the upload checks of `genmedia.contract.uploads` for captions;
 3. result cache: a seeded request whose content-addressed key is already in storage is answered from
-   there (`cached: true`) without waking the GPU;
+   there (`cached: true`) without waking the GPU, or refused (422) when the safety checker withheld it;
 4. the model service, composed with `bentoml.depends` (its own process locally, its own containers and
    scaling on BentoCloud). Down, starting or too slow ⇒ 503 + Retry-After naming the capability.
 
@@ -30,7 +31,15 @@ from starlette.routing import Route
 
 from genmedia import logger
 from genmedia.audio import audio_duration
-from genmedia.contract.errors import ErrorBodyMiddleware, ServiceError, Unavailable, answers_errors, error_response
+from genmedia.contract.errors import (
+    WITHHELD_MESSAGE,
+    ErrorBodyMiddleware,
+    ServiceError,
+    Unavailable,
+    Withheld,
+    answers_errors,
+    error_response,
+)
 from genmedia.contract.requests import (
     DEFAULT_IMAGE_SIDE,
     DEFAULT_VOICE,
@@ -51,10 +60,11 @@ from genmedia.contract.requests import (
     image_key,
     speech_key,
 )
+from genmedia.contract.screening import prompt_screen
 from genmedia.contract.uploads import read_upload_image
 from genmedia.metrics import metrics
 from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH, stored_model
-from genmedia.outputs import OutputStore
+from genmedia.outputs import WITHHELD_CONTENT_TYPE, OutputStore
 from genmedia.outputs.storage import InvalidKey, LocalObjectStore, ObjectNotFound, open_store, validate_key
 from genmedia.settings import get_settings
 from services.gateway.access import AccessGuard, Cors
@@ -149,6 +159,8 @@ class Gateway:
         self.audio = OutputStore("audio", self.settings, spooled=False)
         self.image_model = model_defaults(TEXT_TO_IMAGE)
         self.speech_model = model_defaults(TEXT_TO_SPEECH)
+        # A bad BLOCKED_PROMPT_TERMS_FILE fails the start, not the first prompt.
+        prompt_screen()
         if not self.settings.gateway_api_keys:
             logger.warning("GATEWAY_API_KEYS is empty: anyone who can reach this gateway can use it")
         logger.info("gateway ready: %r", self.settings)
@@ -301,6 +313,8 @@ async def serve_file(request) -> Response:
         return error_response(400, f"file_key: {error}")
     except ObjectNotFound:
         return error_response(404, "No file under that key.")
+    if stored.content_type == WITHHELD_CONTENT_TYPE:
+        return error_response(Withheld.status, WITHHELD_MESSAGE)
     return Response(
         stored.data, media_type=stored.content_type, headers={"Cache-Control": "public, max-age=31536000, immutable"}
     )
