@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 models: setup
 	$(PY) -m models import --profile $(MODEL_PROFILE)
 
+# `make serve PORT=3300` serves on another port; public_url follows it. Ctrl-C stops the server.
 serve: models
 	@echo "genmedia: serving profile '$(MODEL_PROFILE)' with storage '$${STORAGE_BACKEND:-local}' on http://$(HOST):$(PORT)"
 	@if [ "$(MODEL_PROFILE)" = tiny ]; then echo "genmedia: tiny random weights: images and audio are noise, captions are gibberish (MODEL_PROFILE=full for real models)"; fi
@@ -80,7 +81,12 @@ export DEPLOYMENT_NAME GPU_INSTANCE_TYPE CPU_INSTANCE_TYPE GATEWAY_INSTANCE_TYPE
 build: models
 	$(BENTOML) build -f $(BENTOFILE) .
 
-deploy: models
+# The login is checked first: building a `full` Bento takes gigabytes and minutes, wasted without one.
+deploy: setup
+	@$(BENTOML) cloud current-context >/dev/null 2>&1 || { \
+		echo "genmedia: not logged in to BentoCloud; run '$(BENTOML) cloud login' (see README \"Deploy\"), then make deploy again" >&2; \
+		exit 1; }
+	@$(MAKE) --no-print-directory models
 	@tag=$$($(BENTOML) build -f $(BENTOFILE) -o tag . | sed -n 's/^__tag__://p') && test -n "$$tag" && \
 	echo "genmedia: built $$tag" && \
 	$(PY) -m tools.deployment_config --bento "$$tag" --output $(DEPLOY_CONFIG) && \

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ class Settings:
             try:
                 value = int(raw)
             except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not an integer") from None
+                raise SettingsError(f"{name}={raw!r} is not an integer (expected a whole number ≥ {minimum})") from None
             if value < minimum:
                 raise SettingsError(f"{name}={value} must be at least {minimum}")
             return value
@@ -113,7 +114,7 @@ class Settings:
             storage_backend=choice("STORAGE_BACKEND", "local", ("local", "supabase")),
             local_storage_dir=Path(text("LOCAL_STORAGE_DIR", ".data/files")),
             spool_dir=Path(text("SPOOL_DIR", ".data/spool")),
-            public_base_url=text("PUBLIC_BASE_URL", "http://127.0.0.1:3000").rstrip("/"),
+            public_base_url=text("PUBLIC_BASE_URL", f"http://127.0.0.1:{served_port(env)}").rstrip("/"),
             supabase_url=(text("SUPABASE_URL") or "").rstrip("/") or None,
             supabase_service_role_key=text("SUPABASE_SERVICE_ROLE_KEY"),
             supabase_bucket=text("SUPABASE_BUCKET", "genmedia"),
@@ -156,3 +157,44 @@ class Settings:
 def get_settings() -> Settings:
     """The process's settings, parsed once."""
     return Settings.from_env()
+
+
+# `bentoml serve` knows its port (`--port`, `-p`, `BENTOML_PORT`, else 3000) only in the process that parsed
+# its command line; the workers it starts (the gateway's and each model service's) inherit this variable.
+SERVED_PORT_VARIABLE = "GENMEDIA_SERVED_PORT"
+DEFAULT_PORT = 3000
+
+
+def served_port(env: Mapping[str, str]) -> int:
+    return int(env.get(SERVED_PORT_VARIABLE) or DEFAULT_PORT)
+
+
+def is_serve_command(argv: list[str]) -> bool:
+    """True in the process of a `bentoml serve ...` command line (not in its workers, not in a build)."""
+    return Path(argv[0]).name == "bentoml" and argv[1:2] == ["serve"]
+
+
+def port_of_serve_command(argv: list[str], env: Mapping[str, str]) -> int:
+    for index, arg in enumerate(argv):
+        if arg in ("--port", "-p") and index + 1 < len(argv):
+            return int(argv[index + 1])
+        if arg.startswith("--port="):
+            return int(arg.partition("=")[2])
+    return int(env.get("BENTOML_PORT") or DEFAULT_PORT)
+
+
+def check_before_serving(argv: list[str] | None = None) -> None:
+    """In a `bentoml serve` process, before any worker starts: record the port, and stop on a bad setting.
+
+    A bad value prints one line naming the variable and exits with status 2; checked later, in the workers,
+    it would make BentoML restart them in a loop while the server answers 500s.
+    """
+    argv = sys.argv if argv is None else argv
+    if not is_serve_command(argv):
+        return
+    os.environ.setdefault(SERVED_PORT_VARIABLE, str(port_of_serve_command(argv, os.environ)))
+    try:
+        Settings.from_env()
+    except SettingsError as error:
+        print(f"genmedia: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

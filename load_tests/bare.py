@@ -40,7 +40,7 @@ def main() -> int:
 
     import torch
 
-    from genmedia.contract.requests import image_key
+    from genmedia.contract.requests import ImageRequest
     from genmedia.model_loading import load_text_to_image, pick_device
     from genmedia.outputs.storage import LocalObjectStore
 
@@ -49,31 +49,15 @@ def main() -> int:
     store = LocalObjectStore(Path(arguments.storage_dir), "http://127.0.0.1")
     version = arguments.model_tag
 
-    def generate(request: dict) -> float:
+    def generate(fields: dict) -> float:
         """The service's work for one fresh request: cache lookup, denoise, PNG, upload; answers the
         seconds the pipeline call took (the service's `genmedia_generation_seconds`)."""
-        guidance = request["guidance_scale"]
-        key_fields = dict(
-            prompt=request["prompt"],
-            negative_prompt=None,
-            width=request["width"],
-            height=request["height"],
-            steps=request["steps"],
-            guidance_scale=guidance,
-            seed=request["seed"],
-            format="png",
-        )
-        key = image_key(version, **key_fields)
+        request = ImageRequest(**fields)
+        key = request.content_key(version)
         store.exists(key)
         started = time.perf_counter()
         image = pipeline(
-            prompt=request["prompt"],
-            negative_prompt=None,
-            width=request["width"],
-            height=request["height"],
-            num_inference_steps=request["steps"],
-            guidance_scale=guidance,
-            generator=torch.Generator(device=device).manual_seed(request["seed"]),
+            **request.pipeline_arguments(), generator=torch.Generator(device=device).manual_seed(request.seed)
         ).images[0]
         model_s = time.perf_counter() - started
         buffer = io.BytesIO()

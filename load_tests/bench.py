@@ -380,8 +380,8 @@ class ServiceModelTime:
 
     def read(self) -> tuple[float, float]:
         return (
-            self.server.metric(f"{self.NAME}_sum", capability="images"),
-            self.server.metric(f"{self.NAME}_count", capability="images"),
+            self.server.metric(f"{self.NAME}_sum", capability="text-to-image"),
+            self.server.metric(f"{self.NAME}_count", capability="text-to-image"),
         )
 
     def mean(self) -> float:

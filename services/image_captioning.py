@@ -136,8 +136,8 @@ class ImageCaptioning:
         started = time.perf_counter()
         captions = self.describe(images)
         metrics().caption_batch_size.observe(len(images))
-        metrics().generation_seconds.labels("captions").observe(time.perf_counter() - started)
-        metrics().outputs_generated.labels("captions").inc(len(images))
+        metrics().generation_seconds.labels(IMAGE_CAPTIONING).observe(time.perf_counter() - started)
+        metrics().outputs_generated.labels(IMAGE_CAPTIONING).inc(len(images))
         return captions
 
     @bentoml.api(route="/caption_image")

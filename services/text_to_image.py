@@ -1,7 +1,7 @@
 """Text to image: SDXL(-Turbo) with diffusers, one service on an L40S.
 
-Cold start: the weights are built into the Bento (model store), loaded once in `__init__`, and one tiny
-warm-up generation runs before the service reports ready, so the first user does not pay for lazy CUDA
+Cold start: the weights are built into the Bento (model store), loaded once in `__init__`, and on a GPU one
+tiny warm-up generation runs before the service reports ready, so the first user does not pay for lazy CUDA
 initialisation. A diffusers pipeline and its scheduler are not safe to share between concurrent calls
 (diffusers#3672), so denoising runs on a single thread, one request at a time; encoding and upload happen in
 other threads, so the GPU starts the next image while the previous one is written out. Each image is checked
@@ -11,35 +11,22 @@ is withheld (422), a marker stored in its place.
 
 import asyncio
 import io
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 
 from genmedia import logger
-from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
-from genmedia.contract.requests import (
-    CONTENT_TYPES,
-    DEFAULT_IMAGE_SIDE,
-    MAX_SEED,
-    GuidanceScale,
-    ImageFormat,
-    ImageResult,
-    ImageSide,
-    NegativePrompt,
-    Prompt,
-    Seed,
-    Steps,
-    image_key,
-)
+from genmedia.contract.errors import ErrorBodyMiddleware, Withheld, answers_errors
+from genmedia.contract.requests import CONTENT_TYPES, ImageRequest, ImageResult
 from genmedia.metrics import metrics
 from genmedia.model_loading import SAFETY_CHECKER, TEXT_TO_IMAGE, load_safety_checker, load_text_to_image, pick_device
-from genmedia.outputs import OutputStore, OutputWithheld
+from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
 from services import ONE_LASTING_CONNECTION
 
 ENCODE_OPTIONS = {"png": {"optimize": False}, "webp": {"quality": 90}, "jpeg": {"quality": 92}}
+WARM_UP = ImageRequest(prompt="warm-up", width=64, height=64, steps=1, seed=0)
 
 
 def encode_image(image, format: str) -> bytes:
@@ -63,16 +50,17 @@ class TextToImage:
         self.device, self.dtype = pick_device()
         self.pipeline = load_text_to_image(self.model.path, self.device, self.dtype)
         self.version = str(self.model.tag)
-        self.default_steps = int(self.model.info.metadata["default_steps"])
-        self.default_guidance_scale = float(self.model.info.metadata["default_guidance_scale"])
+        self.defaults = dict(self.model.info.metadata)
         self.denoiser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoise")
-        self.outputs = OutputStore("images", get_settings())
+        self.outputs = OutputStore(TEXT_TO_IMAGE, get_settings())
         self.safety_checker = None
         if get_settings().safety_checker:
             self.safety_checker = load_safety_checker(self.safety_model.path, self.device, self.dtype)
-        warm_up = self.denoise("warm-up", None, 64, 64, 1, self.default_guidance_scale, seed=0)
-        if self.safety_checker is not None:
-            self.safety_checker.flags([warm_up])
+        if self.device == "cuda":
+            # Lazy CUDA initialisation would otherwise land on the first user. On the thread that serves
+            # requests: on a CPU a warm-up buys nothing and a second thread would start a second OpenMP team.
+            warm_up = self.denoiser.submit(self.denoise, WARM_UP.resolved(self.defaults)).result()
+            self.denoiser.submit(self.flagged, warm_up).result()
         self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-image %s (source %s) ready on %s/%s in %.1f s",
@@ -85,19 +73,11 @@ class TextToImage:
         if self.safety_checker is None:
             logger.warning("SAFETY_CHECKER=off: generated images are returned unchecked")
 
-    def denoise(self, prompt, negative_prompt, width, height, steps, guidance_scale, seed):
+    def denoise(self, request: ImageRequest):
         import torch
 
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        return self.pipeline(
-            prompt=prompt,
-            negative_prompt=negative_prompt or None,
-            width=width,
-            height=height,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            generator=generator,
-        ).images[0]
+        generator = torch.Generator(device=self.device).manual_seed(request.seed)
+        return self.pipeline(**request.pipeline_arguments(), generator=generator).images[0]
 
     def flagged(self, image) -> bool:
         """Whether the safety checker withholds `image`; False when it is off."""
@@ -105,44 +85,22 @@ class TextToImage:
             return False
         started = time.perf_counter()
         flagged = self.safety_checker.flags([image])[0]
-        metrics().safety_check_seconds.labels("images").observe(time.perf_counter() - started)
+        metrics().safety_check_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
         return flagged
 
     @bentoml.api(route="/generate_image")
     @answers_errors
-    async def generate_image(
-        self,
-        prompt: Prompt = "a watercolor painting of a fox in a snowy forest",
-        negative_prompt: NegativePrompt | None = None,
-        width: ImageSide = DEFAULT_IMAGE_SIDE,
-        height: ImageSide = DEFAULT_IMAGE_SIDE,
-        steps: Steps | None = None,
-        guidance_scale: GuidanceScale | None = None,
-        seed: Seed | None = None,
-        format: ImageFormat = "png",
-    ) -> ImageResult:
+    async def generate_image(self, request: ImageRequest, /) -> ImageResult:
         """Generate an image, store it, and answer its key and URL (from storage when already made)."""
-        steps = steps or self.default_steps
-        guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
-        seed = secrets.randbelow(MAX_SEED) if seed is None else seed
-        key = image_key(
-            self.version,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            format=format,
-        )
+        request = request.resolved(self.defaults)
+        key = request.content_key(self.version)
         result = ImageResult(
             file_key=key,
             public_url=self.outputs.public_url(key),
-            seed=seed,
-            width=width,
-            height=height,
-            format=format,
+            seed=request.seed,
+            width=request.width,
+            height=request.height,
+            format=request.format,
             model=self.version,
             cached=True,
         )
@@ -150,18 +108,16 @@ class TextToImage:
             return result
 
         started = time.perf_counter()
-        image = await asyncio.get_running_loop().run_in_executor(
-            self.denoiser, self.denoise, prompt, negative_prompt, width, height, steps, guidance_scale, seed
-        )
-        metrics().generation_seconds.labels("images").observe(time.perf_counter() - started)
-        metrics().outputs_generated.labels("images").inc()
+        image = await asyncio.get_running_loop().run_in_executor(self.denoiser, self.denoise, request)
+        metrics().generation_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
+        metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc()
         if await asyncio.get_running_loop().run_in_executor(self.denoiser, self.flagged, image):
-            metrics().outputs_withheld.labels("images").inc()
+            metrics().outputs_withheld.labels(TEXT_TO_IMAGE).inc()
             logger.info("withheld %s: flagged by the safety checker", key)
             await self.outputs.withhold(key)
-            raise OutputWithheld(key)
-        data = await asyncio.to_thread(encode_image, image, format)
-        await self.outputs.save(key, data, CONTENT_TYPES[format])
+            raise Withheld()
+        data = await asyncio.to_thread(encode_image, image, request.format)
+        await self.outputs.save(key, data, CONTENT_TYPES[request.format])
         return result.model_copy(update={"cached": False})
 
 

@@ -6,14 +6,13 @@ split at sentence ends (`genmedia.text_chunks`), the pieces are generated togeth
 the same description and seed, and joined with short pauses: no sentence is cut off, and a long text costs
 one generation, not one per sentence.
 
-Cold start: the weights are built into the Bento (model store), loaded once in `__init__`, and one short
-warm-up generation runs before the service reports ready. Generation seeds torch's global generator, so it
+Cold start: the weights are built into the Bento (model store), loaded once in `__init__`, and on a GPU one
+short warm-up generation runs before the service reports ready. Generation seeds torch's global generator, so it
 runs on a single thread, one request at a time; encoding and upload happen in other threads.
 """
 
 import asyncio
 import math
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,17 +21,7 @@ import bentoml
 from genmedia import logger
 from genmedia.audio import audio_duration, encode_audio
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
-from genmedia.contract.requests import (
-    CONTENT_TYPES,
-    DEFAULT_VOICE,
-    MAX_SEED,
-    AudioFormat,
-    Seed,
-    SpeechResult,
-    SpeechText,
-    VoiceDescription,
-    speech_key,
-)
+from genmedia.contract.requests import CONTENT_TYPES, DEFAULT_VOICE, SpeechRequest, SpeechResult
 from genmedia.metrics import metrics
 from genmedia.model_loading import TEXT_TO_SPEECH, load_text_to_speech, pick_device
 from genmedia.outputs import OutputStore
@@ -66,8 +55,10 @@ class TextToSpeech:
         self.version = str(self.model.tag)
         self.sample_rate = self.speech.sampling_rate
         self.generator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speak")
-        self.outputs = OutputStore("audio", get_settings())
-        self.speak(["Warm-up."], DEFAULT_VOICE, seed=0)
+        self.outputs = OutputStore(TEXT_TO_SPEECH, get_settings())
+        if self.device == "cuda":
+            # As for images: only a GPU gains from a warm-up, and it runs on the thread that serves requests.
+            self.generator.submit(self.speak, ["Warm-up."], DEFAULT_VOICE, 0).result()
         self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-speech %s (source %s) ready on %s/%s at %d Hz in %.1f s",
@@ -123,22 +114,16 @@ class TextToSpeech:
 
     @bentoml.api(route="/synthesize_speech")
     @answers_errors
-    async def synthesize_speech(
-        self,
-        text: SpeechText = "Hello from genmedia. This is a test of the speech service.",
-        description: VoiceDescription = DEFAULT_VOICE,
-        format: AudioFormat = "wav",
-        seed: Seed | None = None,
-    ) -> SpeechResult:
+    async def synthesize_speech(self, request: SpeechRequest, /) -> SpeechResult:
         """Speak `text` in the voice `description` describes, store the file, and answer its key and URL."""
-        seed = secrets.randbelow(MAX_SEED) if seed is None else seed
-        key = speech_key(self.version, text=text, description=description, seed=seed, format=format)
+        request = request.resolved()
+        key = request.content_key(self.version)
         result = SpeechResult(
             file_key=key,
             public_url=self.outputs.public_url(key),
             sample_rate=self.sample_rate,
             duration_s=0.0,
-            format=format,
+            format=request.format,
             model=self.version,
             cached=True,
         )
@@ -148,14 +133,14 @@ class TextToSpeech:
 
         started = time.perf_counter()
         samples = await asyncio.get_running_loop().run_in_executor(
-            self.generator, self.speak, split_for_speech(text), description, seed
+            self.generator, self.speak, split_for_speech(request.text), request.description, request.seed
         )
-        metrics().generation_seconds.labels("audio").observe(time.perf_counter() - started)
-        data = await asyncio.to_thread(encode_audio, samples, self.sample_rate, format)
+        metrics().generation_seconds.labels(TEXT_TO_SPEECH).observe(time.perf_counter() - started)
+        data = await asyncio.to_thread(encode_audio, samples, self.sample_rate, request.format)
         duration = audio_duration(data)
-        metrics().outputs_generated.labels("audio").inc()
+        metrics().outputs_generated.labels(TEXT_TO_SPEECH).inc()
         metrics().audio_seconds.inc(duration)
-        await self.outputs.save(key, data, CONTENT_TYPES[format])
+        await self.outputs.save(key, data, CONTENT_TYPES[request.format])
         return result.model_copy(update={"duration_s": duration, "cached": False})
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from genmedia.model_loading import IMAGE_CAPTIONING, TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import DRAIN_INTERVAL_S
 from genmedia.outputs.spool import Spool
 from testbed.serving import REPO_ROOT, Server, base_env, free_port
@@ -236,11 +237,14 @@ class Composition:
     def metric(self, name: str, **labels: str) -> float:
         return self.server.metric(name, **labels)
 
-    def generated(self, capability: str) -> float:
-        return self.metric("genmedia_outputs_generated_total", capability=capability)
+    # Outputs are named here by their key's prefix (`images/…`, `audio/…`); metrics and spools by model role.
+    ROLES = {"images": TEXT_TO_IMAGE, "audio": TEXT_TO_SPEECH, "captions": IMAGE_CAPTIONING}
 
-    def spooled(self, capability: str) -> list[str]:
-        return Spool(self.spool_dir / capability).keys()
+    def generated(self, kind: str) -> float:
+        return self.metric("genmedia_outputs_generated_total", capability=self.ROLES[kind])
+
+    def spooled(self, kind: str) -> list[str]:
+        return Spool(self.spool_dir / self.ROLES[kind]).keys()
 
     def stored(self, key: str) -> bool:
         return (BUCKET, key) in self.storage.objects

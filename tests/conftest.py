@@ -1,10 +1,11 @@
-"""Session-wide fixtures: one tiny model store for every test that serves a model."""
+"""Session-wide fixtures: one tiny model store for every test that serves a model, and the two gateways."""
 
 from __future__ import annotations
 
 import pytest
 
 from testbed.serving import import_tiny_models
+from tests.gateways import KEY, ORIGIN, OTHER_KEY, STRICT_KEYS, start_gateway
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +14,32 @@ def tiny_store(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
     import_tiny_models(home)
     return home
+
+
+@pytest.fixture(scope="session")
+def gateway(tiny_store, tmp_path_factory):
+    server = start_gateway(
+        tiny_store,
+        tmp_path_factory.mktemp("gateway"),
+        GATEWAY_API_KEYS=f"{KEY},{OTHER_KEY}",
+        RATE_LIMIT_PER_MINUTE="1000",
+        CORS_ORIGINS=ORIGIN,
+        BLOCKED_IPS="203.0.113.0/24",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def strict_gateway(tiny_store, tmp_path_factory):
+    server = start_gateway(
+        tiny_store,
+        tmp_path_factory.mktemp("strict-gateway"),
+        GATEWAY_API_KEYS=",".join(STRICT_KEYS),
+        RATE_LIMIT_PER_MINUTE="3",
+        TRUSTED_PROXIES="127.0.0.1",
+        BLOCKED_IPS="198.51.100.0/24",
+        BACKEND_TIMEOUT_S="5",
+    )
+    yield server
+    server.stop()

@@ -1,8 +1,6 @@
 """The whole composition (`bentoml serve services.gateway:Gateway`) on tiny models, end to end.
 
-Two gateways run for the session: `gateway` (two API keys, a generous limit, CORS, a blocked range it
-must not be tricked into applying) and `strict_gateway` (a limit of 3 a minute, loopback as a trusted proxy,
-a blocked range, a short backend timeout for fault injection).
+The two gateways of the session (`gateway`, `strict_gateway`) are described in `tests/gateways.py`.
 """
 
 from __future__ import annotations
@@ -19,55 +17,8 @@ import pytest
 import soundfile
 from PIL import Image
 
-from testbed.serving import Server, base_env
-
-KEY = "main-key-0123456789"
-OTHER_KEY = "other-key-9876543210"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-ORIGIN = "https://app.example.com"
-STRICT_KEYS = ("strict-key-one", "strict-key-two")
-FORWARDED = "genmedia_gateway_forwarded_total"
-
-
-def start_gateway(tiny_store, work, **settings) -> Server:
-    env = base_env(
-        tiny_store,
-        LOCAL_STORAGE_DIR=str(work / "files"),
-        SPOOL_DIR=str(work / "spool"),
-        **settings,
-    )
-    port_env = Server("services.gateway:Gateway", env, work / "server.log")
-    port_env.env["PUBLIC_BASE_URL"] = port_env.url
-    return port_env.start(ready_timeout_s=300)
-
-
-@pytest.fixture(scope="module")
-def gateway(tiny_store, tmp_path_factory):
-    server = start_gateway(
-        tiny_store,
-        tmp_path_factory.mktemp("gateway"),
-        GATEWAY_API_KEYS=f"{KEY},{OTHER_KEY}",
-        RATE_LIMIT_PER_MINUTE="1000",
-        CORS_ORIGINS=ORIGIN,
-        BLOCKED_IPS="203.0.113.0/24",
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def strict_gateway(tiny_store, tmp_path_factory):
-    server = start_gateway(
-        tiny_store,
-        tmp_path_factory.mktemp("strict-gateway"),
-        GATEWAY_API_KEYS=",".join(STRICT_KEYS),
-        RATE_LIMIT_PER_MINUTE="3",
-        TRUSTED_PROXIES="127.0.0.1",
-        BLOCKED_IPS="198.51.100.0/24",
-        BACKEND_TIMEOUT_S="5",
-    )
-    yield server
-    server.stop()
+from testbed.serving import Server
+from tests.gateways import AUTH, FORWARDED, KEY, ORIGIN, OTHER_KEY, STRICT_KEYS
 
 
 def post(server: Server, route: str, headers=AUTH, **kwargs) -> httpx.Response:
@@ -304,7 +255,8 @@ def test_bad_uploads_are_refused_before_the_captioner(gateway, upload, status):
 
 
 def test_oversized_json_body_gets_413(gateway):
-    response = post(gateway, "/generate_image", content=b'{"prompt": "' + b"x" * 200_000 + b'"}')
+    body = b'{"prompt": "' + b"x" * 200_000 + b'"}'
+    response = post(gateway, "/generate_image", headers={**AUTH, "Content-Type": "application/json"}, content=body)
     assert response.status_code == 413
     assert "over" in response.json()["error"]
 
@@ -364,20 +316,16 @@ def test_hanging_model_service_gives_503_while_others_work_and_recovers(strict_g
     assert recovered.status_code == 200, recovered.text
 
 
-def test_killed_model_service_gives_503_and_comes_back(strict_gateway):
-    headers = {"Authorization": f"Bearer {STRICT_KEYS[0]}"}
-    time.sleep(21)
-    for process in service_processes(strict_gateway, "ImageCaptioning"):
+def test_killed_model_service_restarts_while_requests_wait(gateway):
+    """The documented behaviour: a crashed model service keeps its socket, is restarted by BentoML, and a
+    request sent meanwhile waits for it (the gateway retries the connection within BACKEND_TIMEOUT_S,
+    600 s here) instead of failing. The 503 for a service that stays away is the hanging-service test."""
+    killed = service_processes(gateway, "ImageCaptioning")
+    assert killed, "captioning service process not found"
+    for process in killed:
         os.kill(process.pid, signal.SIGKILL)
-    response = post(strict_gateway, "/caption_image", headers, files={"image": png_bytes()})
-    assert response.status_code == 503
-    assert "Image captioning is unavailable" in response.json()["error"]
-    assert int(response.headers["Retry-After"]) > 0
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        time.sleep(21)
-        response = post(strict_gateway, "/caption_image", headers, files={"image": png_bytes()})
-        if response.status_code == 200:
-            break
-        assert response.status_code == 503
-    assert response.status_code == 200, "the captioner did not come back"
+    response = post(gateway, "/caption_image", files={"image": png_bytes()})
+    assert response.status_code == 200, response.text
+    assert response.json()["caption"]
+    restarted = service_processes(gateway, "ImageCaptioning")
+    assert restarted and {process.pid for process in restarted}.isdisjoint(process.pid for process in killed)

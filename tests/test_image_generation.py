@@ -14,7 +14,7 @@ from testbed.serving import Server, base_env
 from testbed.storage_server import FakeSupabaseStorage
 
 BUCKET = "images-test"
-GENERATED = ("genmedia_outputs_generated_total", {"capability": "images"})
+GENERATED = ("genmedia_outputs_generated_total", {"capability": "text-to-image"})
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_same_seed_is_answered_from_storage_without_generating(image_service):
     assert second.json()["cached"] is True
     assert second.json()["file_key"] == first.json()["file_key"]
     assert image_service.metric(GENERATED[0], **GENERATED[1]) == generated_before
-    assert image_service.metric("genmedia_cache_hits_total", capability="images", where="service") >= 1
+    assert image_service.metric("genmedia_cache_hits_total", capability="text-to-image", where="service") >= 1
 
 
 def test_different_seeds_give_different_keys_and_pixels(image_service):

@@ -12,14 +12,15 @@ import io
 import json
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
 from PIL import Image
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from genmedia.contract import screening
-from genmedia.contract.requests import Prompt
+from genmedia.contract.requests import ImageRequest, SpeechRequest
 from genmedia.model_loading import IMAGE_CAPTIONING, SAFETY_CHECKER, TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import WITHHELD_CONTENT_TYPE
 from genmedia.settings import Settings, SettingsError, get_settings
@@ -98,16 +99,18 @@ def terms_file(tmp_path, monkeypatch):
     screening.prompt_screen.cache_clear()
 
 
-def test_a_request_type_refuses_a_blocked_prompt_naming_the_field_not_the_term(terms_file):
-    class Request(BaseModel):
-        prompt: Prompt
-
-    with pytest.raises(ValidationError) as refused:
-        Request(prompt="a GORE scene")
-    [error] = refused.value.errors()
-    assert error["loc"] == ("prompt",)
-    assert "gore" not in error["msg"].lower()
-    assert Request(prompt="  a fox in the snow ").prompt == "a fox in the snow"
+def test_the_request_objects_refuse_a_blocked_prompt_naming_the_field_not_the_term(terms_file):
+    for make, field in (
+        (lambda: ImageRequest(prompt="a GORE scene"), "prompt"),
+        (lambda: SpeechRequest(text="Gore, said the narrator."), "text"),
+        (lambda: SpeechRequest(text="Hello.", description="a voice from a blood bath"), "description"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            make()
+        [error] = refused.value.errors()
+        assert error["loc"] == (field,)
+        assert "gore" not in error["msg"].lower() and "blood" not in error["msg"].lower()
+    assert ImageRequest(prompt="  a fox in the snow ", negative_prompt="gore").prompt == "a fox in the snow"
 
 
 # Served: a gateway that screens prompts in front of a checker that flags every image.
@@ -137,7 +140,7 @@ def flagging_store(tiny_store, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gateway(flagging_store, tmp_path_factory):
+def screening_gateway(flagging_store, tmp_path_factory):
     work = tmp_path_factory.mktemp("safety-gateway")
     (work / "terms.txt").write_text(TERMS)
     env = base_env(
@@ -187,12 +190,12 @@ def post(server: Server, route: str, body: dict) -> httpx.Response:
         ("/generate_image", {"prompt": "a GORE scene"}, "prompt"),
         ("/generate_image", {"prompt": "a g\u043er\u0435 scene", "seed": 1}, "prompt"),
         ("/generate_image", {"prompt": "nudity at noon"}, "prompt"),
-        ("/generate_image_async/submit", {"prompt": "a blood-bath"}, "prompt"),
         ("/synthesize_speech", {"text": "Gore, said the narrator."}, "text"),
     ],
-    ids=["other-case", "look-alike", "wildcard", "job", "speech"],
+    ids=["other-case", "look-alike", "wildcard", "speech"],
 )
-def test_a_blocked_term_is_a_400_naming_the_field_and_wakes_no_model(gateway, route, body, field):
+def test_a_blocked_term_is_a_400_naming_the_field_and_wakes_no_model(screening_gateway, route, body, field):
+    gateway = screening_gateway
     forwarded = gateway.metric(FORWARDED)
     refused = gateway.metric("genmedia_prompts_refused_total", field=field)
 
@@ -207,6 +210,27 @@ def test_a_blocked_term_is_a_400_naming_the_field_and_wakes_no_model(gateway, ro
     assert gateway.metric("genmedia_prompts_refused_total", field=field) == refused + 1
 
 
+def wait_for_task(server: Server, route: str, task_id: str, timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}{route}/status", params={"task_id": task_id}, timeout=10)
+        if status.json()["status"] not in ("in_progress", "pending"):
+            return status.json()["status"]
+        time.sleep(0.3)
+    raise AssertionError(f"task {task_id} still running after {timeout_s} s")
+
+
+def test_a_blocked_term_in_a_job_fails_it_without_waking_a_model(screening_gateway):
+    forwarded = screening_gateway.metric(FORWARDED)
+
+    submitted = post(screening_gateway, "/generate_image_async/submit", {"prompt": "a blood-bath", "seed": 3})
+
+    assert submitted.status_code == 200, submitted.text
+    assert wait_for_task(screening_gateway, "/generate_image_async", submitted.json()["task_id"]) == "failed"
+    assert screening_gateway.metric(FORWARDED) == forwarded
+    assert screening_gateway.metric("genmedia_prompts_refused_total", field="prompt") >= 1
+
+
 def stored_objects(files) -> dict[str, str]:
     """Every object local storage holds under images/, by key, with its content type."""
     meta = files / ".meta"
@@ -217,16 +241,17 @@ def stored_objects(files) -> dict[str, str]:
     }
 
 
-def test_a_flagged_image_is_a_422_with_only_a_marker_stored_and_a_seeded_repeat_wakes_no_model(gateway):
+def test_a_flagged_image_is_a_422_with_only_a_marker_stored_and_a_seeded_repeat_wakes_no_model(screening_gateway):
+    gateway = screening_gateway
     request = {"prompt": "a quiet harbour", "width": 64, "height": 64, "seed": 19}
-    withheld = gateway.metric("genmedia_outputs_withheld_total", capability="images")
+    withheld = gateway.metric("genmedia_outputs_withheld_total", capability="text-to-image")
 
     flagged = post(gateway, "/generate_image", request)
 
     assert flagged.status_code == 422, flagged.text
     assert WITHHELD in flagged.json()["error"]
     assert "public_url" not in flagged.text and "file_key" not in flagged.text
-    assert gateway.metric("genmedia_outputs_withheld_total", capability="images") == withheld + 1
+    assert gateway.metric("genmedia_outputs_withheld_total", capability="text-to-image") == withheld + 1
     stored = stored_objects(gateway.files)
     assert stored and set(stored.values()) == {WITHHELD_CONTENT_TYPE}, stored
     for key in stored:
@@ -239,7 +264,7 @@ def test_a_flagged_image_is_a_422_with_only_a_marker_stored_and_a_seeded_repeat_
 
     assert repeat.status_code == 422 and WITHHELD in repeat.json()["error"]
     assert gateway.metric(FORWARDED) == forwarded
-    assert gateway.metric("genmedia_outputs_withheld_total", capability="images") == withheld + 1
+    assert gateway.metric("genmedia_outputs_withheld_total", capability="text-to-image") == withheld + 1
     assert stored_objects(gateway.files) == stored
 
 

@@ -100,7 +100,7 @@ def test_same_seed_gives_the_same_samples(speech, files):
 def test_same_request_with_seed_is_answered_from_storage(speech):
     request = dict(text="Say this only once.", description=VOICE, format="wav", seed=42)
     first = synthesize(speech, **request).json()
-    generated = speech.metric("genmedia_outputs_generated_total", capability="audio")
+    generated = speech.metric("genmedia_outputs_generated_total", capability="text-to-speech")
     assert first["cached"] is False and generated >= 1
 
     second = synthesize(speech, **request)
@@ -109,7 +109,7 @@ def test_same_request_with_seed_is_answered_from_storage(speech):
     assert second.json()["file_key"] == first["file_key"]
     assert second.json()["cached"] is True
     assert second.json()["duration_s"] == first["duration_s"]
-    assert speech.metric("genmedia_outputs_generated_total", capability="audio") == generated
+    assert speech.metric("genmedia_outputs_generated_total", capability="text-to-speech") == generated
 
 
 def test_different_seeds_give_different_files(speech, files):

@@ -8,7 +8,7 @@ event loop.
 
 An output the safety checker withholds (`genmedia.safety`) is never stored: a small marker object takes its
 place under the same key, with a content type of its own, so a repeat of the request finds it and is refused
-(`OutputWithheld`, answered 422) without generating again, in the gateway's cache lookup as in the service's.
+(`Withheld`, 422) without generating again, in the gateway's cache lookup as in the service's.
 """
 
 from __future__ import annotations
@@ -19,21 +19,23 @@ import threading
 import time
 
 from genmedia import logger
+from genmedia.contract.errors import STORAGE_RETRY_AFTER_S, Unavailable, Withheld
 from genmedia.metrics import metrics
 from genmedia.outputs import spool as spooling
-from genmedia.outputs.storage import ObjectStore, StorageError, open_store
+from genmedia.outputs.storage import ObjectStore, StorageError, StorageUnavailable, open_store
 from genmedia.settings import Settings
 
 DRAIN_INTERVAL_S = 30
 WITHHELD_CONTENT_TYPE = "application/vnd.genmedia.withheld+json"
 
 
-class OutputWithheld(Exception):
-    """What a request asks for was withheld by the safety checker; only a marker is stored under its key."""
+def kept_for_retry(error: StorageUnavailable) -> Unavailable:
+    """The client's 503 for an output that is spooled while storage is down."""
+    return Unavailable(f"{error} The result is kept and will be stored on retry.", retry_after=STORAGE_RETRY_AFTER_S)
 
 
 class OutputStore:
-    """Storage for one capability's outputs (`images`, `audio`), with a spool when `spooled` is set."""
+    """Storage for one capability's outputs (named by its model role), with a spool when `spooled` is set."""
 
     def __init__(self, capability: str, settings: Settings, *, spooled: bool = True):
         self.capability = capability
@@ -46,14 +48,17 @@ class OutputStore:
     async def find(self, key: str, where: str) -> bool:
         """True when `key` is in storage, uploading it from the spool first if it was spooled.
 
-        Raises `OutputWithheld` when a withheld output's marker is stored there. Raises
-        `StorageUnavailable` when the output is spooled but storage is still down: the client retries later
-        and the GPU is not woken for work already done. When storage cannot even say whether the key
-        exists, this answers False so the work is done (and spooled) rather than refused.
+        Raises `Withheld` (422) when a withheld output's marker is stored there, and `Unavailable` (503) when
+        the output is spooled but storage is still down: the client retries later and the GPU is not woken
+        for work already done. When storage cannot even say whether the key exists, this answers False so
+        the work is done (and spooled) rather than refused.
         """
         content_type = None
         if self.spool is not None:
-            content_type = await asyncio.to_thread(spooling.upload_spooled, self.store, self.spool, key)
+            try:
+                content_type = await asyncio.to_thread(spooling.upload_spooled, self.store, self.spool, key)
+            except StorageUnavailable as error:
+                raise kept_for_retry(error) from None
             if content_type is not None:
                 metrics().spool_uploads.labels(self.capability).inc()
         if content_type is None:
@@ -63,17 +68,19 @@ class OutputStore:
                 logger.warning("cache lookup skipped for %s: %s", key, error)
                 return False
         if content_type == WITHHELD_CONTENT_TYPE:
-            raise OutputWithheld(key)
+            raise Withheld()
         if content_type is not None:
             metrics().cache_hits.labels(self.capability, where).inc()
         return content_type is not None
 
     async def save(self, key: str, data: bytes, content_type: str) -> None:
-        """Upload `data` under `key`; on failure it stays in the spool and the error is raised."""
+        """Upload `data` under `key`; on failure it stays in the spool and a 503 is raised."""
         try:
             await asyncio.to_thread(spooling.publish, self.store, self.spool, key, data, content_type)
-        except StorageError:
+        except StorageError as error:
             metrics().storage_failures.labels(self.capability).inc()
+            if isinstance(error, StorageUnavailable):
+                raise kept_for_retry(error) from None
             raise
 
     async def withhold(self, key: str) -> None:

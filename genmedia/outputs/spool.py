@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 
+from genmedia import logger
 from genmedia.outputs.storage import (
     ObjectStore,
     StorageError,
@@ -25,8 +25,6 @@ from genmedia.outputs.storage import (
     validate_key,
     write_atomically,
 )
-
-logger = logging.getLogger(__name__)
 
 ENTRY_SUFFIX = ".entry"
 

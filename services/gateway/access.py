@@ -1,13 +1,16 @@
 """Who may call the gateway, and how often: the checks that run before a request body is even parsed.
 
 `AccessGuard` is ASGI middleware, so it answers before BentoML reads and validates the body, in the order
-the contract gives, cheapest first: blocked IP (403) → API key (401) → rate limit (429) → body size (413).
+the contract gives, cheapest first: blocked IP (403) → API key (401) → rate limit (429) → content type (415)
+→ body size (413).
 Health probes, metrics and the OpenAPI docs pass untouched; `/files/...` is public (it is what
 `public_url` points at) but still refused to blocked IPs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -22,19 +25,25 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
 
+from genmedia.contract.errors import BUSY_RETRY_AFTER_S
 from genmedia.contract.requests import MAX_UPLOAD_BYTES
 from genmedia.metrics import metrics
 from genmedia.settings import IPNetwork, Settings, get_settings
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/")
-PUBLIC_PREFIXES = ("/files/",)
+# The API page's scripts and styles, and what `public_url` points at: no key needed, block list applies.
+PUBLIC_PREFIXES = ("/files/", "/static_content/")
 JSON_BODY_LIMIT = 64 * 1024
 # Multipart framing around an upload of at most MAX_UPLOAD_BYTES.
 UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
 UPLOAD_PATHS = ("/caption_image",)
 # The file field of each upload route: BentoML would download a text value of it as a URL.
 UPLOAD_FIELDS = {"/caption_image": "image"}
-BUSY_RETRY_AFTER_S = 5
+# A refused body is still read (and dropped) up to this much, so that clients which send the whole body
+# before reading (Python's urllib and requests) read the 413 instead of a reset connection; past it, or
+# past the deadline, the connection is closed.
+REFUSED_BODY_DRAIN_BYTES = 64 * 1024 * 1024
+REFUSED_BODY_DRAIN_S = 30
 # Polling an async job is authenticated but not rate limited: a client waiting on a job should not run
 # out of requests for new work.
 POLLING_SUFFIXES = ("/status", "/get")
@@ -169,14 +178,21 @@ class AccessGuard:
                 {"Retry-After": str(retry_after)},
             )
 
+        receive = BodyReceiver(receive, headers)
+        if (wrong_type := content_type_problem(scope["path"], headers)) is not None:
+            await self.refuse(send, "media_type", 415, wrong_type)
+            return await receive.drain()
+
         limit = UPLOAD_BODY_LIMIT if scope["path"] in UPLOAD_PATHS else JSON_BODY_LIMIT
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+            await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+            return await receive.drain()
         # A body sent without a length (chunked) is read here, bounded, and replayed to the app.
         body = await read_body(receive, limit)
         if body is None:
-            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+            await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
+            return await receive.drain()
         if (problem := await form_problem(scope, body)) is not None:
             return await self.refuse(send, "invalid", 400, problem)
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
@@ -200,6 +216,51 @@ class AccessGuard:
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def content_type_problem(path: str, headers: dict[str, str]) -> str | None:
+    """Why a request's body has the wrong media type for its route, or None.
+
+    JSON routes take `application/json` only: a browser sends `text/plain` (and forms) cross-site without a
+    CORS preflight, so accepting them would let any web page spend an open gateway's GPU. A request without
+    a body (a bodiless POST) needs no type.
+    """
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    expected = "multipart/form-data" if path in UPLOAD_PATHS else "application/json"
+    if not has_body(headers) or media_type == expected:
+        return None
+    sent = f"'{media_type}'" if media_type else "no Content-Type"
+    return f"Content-Type: this route takes {expected}, not {sent}."
+
+
+class BodyReceiver:
+    """The ASGI `receive` of one request, remembering whether the client has sent all of its body."""
+
+    def __init__(self, receive, headers: dict[str, str]):
+        self._receive = receive
+        self.complete = not has_body(headers)
+
+    async def __call__(self):
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            self.complete = True
+        return message
+
+    async def drain(self) -> None:
+        """Read and drop what is left of a refused body, up to a bound, so the client reads the refusal."""
+        drained = 0
+
+        async def read_rest() -> None:
+            nonlocal drained
+            while not self.complete and drained <= REFUSED_BODY_DRAIN_BYTES:
+                drained += len((await self()).get("body", b""))
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(read_rest(), REFUSED_BODY_DRAIN_S)
+
+
+def has_body(headers: dict[str, str]) -> bool:
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
 
 
 async def form_problem(scope, body: bytes) -> str | None:
