@@ -648,8 +648,8 @@ def safety_row(home: Path, safety_home: Path, model: StoredModel, work: Path, pl
     if device != "cuda":
         row.target = None
     row.note = (
-        f"on {device}: p50 of the checker (CLIP image processor + ViT-L/14 + concept scores) on one {SIDE}² image "
-        f"÷ p50 of the pipeline call that made it; the ≤ 0.05 target is a GPU's (SDXL-Turbo on an L40S)"
+        f"on {device}: p50 of the checker `{checker.tag}` (CLIP image processor, vision encoder, concept scores) on "
+        f"one {SIDE}² image ÷ p50 of the pipeline call that made it; the ≤ 0.05 target is a GPU's"
     )
     return [row]
 

@@ -8,6 +8,7 @@ image, while `tiny_store`'s own checker flags none.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -20,9 +21,10 @@ from PIL import Image
 from pydantic import ValidationError
 
 from genmedia.contract import screening
+from genmedia.contract.errors import Withheld
 from genmedia.contract.requests import ImageRequest, SpeechRequest
 from genmedia.model_loading import IMAGE_CAPTIONING, SAFETY_CHECKER, TEXT_TO_IMAGE, TEXT_TO_SPEECH
-from genmedia.outputs import WITHHELD_CONTENT_TYPE
+from genmedia.outputs import WITHHELD_CONTENT_TYPE, OutputStore
 from genmedia.settings import Settings, SettingsError, get_settings
 from testbed.serving import REPO_ROOT, Server, base_env
 
@@ -111,6 +113,38 @@ def test_the_request_objects_refuse_a_blocked_prompt_naming_the_field_not_the_te
         assert error["loc"] == (field,)
         assert "gore" not in error["msg"].lower() and "blood" not in error["msg"].lower()
     assert ImageRequest(prompt="  a fox in the snow ", negative_prompt="gore").prompt == "a fox in the snow"
+
+
+# The marker in storage.
+
+
+def output_store(tmp_path) -> OutputStore:
+    settings = Settings(local_storage_dir=tmp_path / "files", spool_dir=tmp_path / "spool")
+    return OutputStore(TEXT_TO_IMAGE, settings)
+
+
+def test_a_withheld_output_is_found_as_a_422_never_as_a_cached_image(tmp_path):
+    outputs = output_store(tmp_path)
+    key = f"images/{'a' * 64}.png"
+
+    asyncio.run(outputs.withhold(key))
+
+    with pytest.raises(Withheld) as refused:
+        asyncio.run(outputs.find(key, where="service"))
+    assert refused.value.status == 422
+    assert outputs.store.content_type(key) == WITHHELD_CONTENT_TYPE
+    assert not outputs.store.get(key).data.startswith(b"\x89PNG")
+
+
+def test_a_spooled_marker_is_uploaded_and_still_refused(tmp_path):
+    outputs = output_store(tmp_path)
+    key = f"images/{'b' * 64}.png"
+    outputs.spool.save(key, b'{"withheld": "flagged by the safety checker"}', WITHHELD_CONTENT_TYPE)
+
+    with pytest.raises(Withheld):
+        asyncio.run(outputs.find(key, where="gateway"))
+    assert outputs.spool.load(key) is None
+    assert outputs.store.content_type(key) == WITHHELD_CONTENT_TYPE
 
 
 # Served: a gateway that screens prompts in front of a checker that flags every image.
