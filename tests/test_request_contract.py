@@ -25,6 +25,10 @@ from tests.gateways import AUTH, FORWARDED, KEY
 JSON = {**AUTH, "Content-Type": "application/json"}
 
 
+def post(url: str, **kwargs) -> httpx.Response:
+    return httpx.post(url, timeout=120, **kwargs)
+
+
 def forwarded(server) -> float:
     return server.metric(FORWARDED)
 
@@ -41,7 +45,7 @@ def forwarded(server) -> float:
 )
 def test_missing_prompt_or_text_is_a_400_naming_it_and_wakes_no_model(gateway, route, body, field):
     before = forwarded(gateway)
-    response = httpx.post(f"{gateway.url}{route}", headers=AUTH, json=body)
+    response = post(f"{gateway.url}{route}", headers=AUTH, json=body)
     assert response.status_code == 400
     assert response.json()["error"].startswith(f"{field}:"), response.json()
     assert forwarded(gateway) == before
@@ -50,7 +54,7 @@ def test_missing_prompt_or_text_is_a_400_naming_it_and_wakes_no_model(gateway, r
 @pytest.mark.parametrize("route", ["/generate_image", "/synthesize_speech"])
 def test_an_empty_body_is_a_400(gateway, route):
     before = forwarded(gateway)
-    response = httpx.post(f"{gateway.url}{route}", headers=JSON, content=b"")
+    response = post(f"{gateway.url}{route}", headers=JSON, content=b"")
     assert response.status_code == 400
     assert response.json()["error"]
     assert forwarded(gateway) == before
@@ -63,7 +67,7 @@ def test_a_json_route_sent_another_content_type_is_a_415(gateway, content_type):
     """A browser sends text/plain and forms cross-site without a preflight: none of them may generate."""
     before = forwarded(gateway)
     headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
-    response = httpx.post(f"{gateway.url}/generate_image", headers=headers, content=b'{"prompt": "a fox"}')
+    response = post(f"{gateway.url}/generate_image", headers=headers, content=b'{"prompt": "a fox"}')
     assert response.status_code == 415
     assert response.json()["error"].startswith("Content-Type:")
     assert "application/json" in response.json()["error"]
@@ -72,7 +76,7 @@ def test_a_json_route_sent_another_content_type_is_a_415(gateway, content_type):
 
 def test_json_with_a_charset_is_accepted(gateway):
     body = json.dumps({"prompt": "charset", "width": 64, "height": 64, "seed": 1}).encode()
-    response = httpx.post(
+    response = post(
         f"{gateway.url}/generate_image",
         headers={**AUTH, "Content-Type": "application/json; charset=utf-8"},
         content=body,
@@ -82,7 +86,7 @@ def test_json_with_a_charset_is_accepted(gateway):
 
 def test_public_url_is_on_the_port_actually_served(gateway):
     """The gateway is started on a free port with no PUBLIC_BASE_URL: its URLs must point at that port."""
-    answer = httpx.post(
+    answer = post(
         f"{gateway.url}/generate_image", headers=AUTH, json={"prompt": "port", "width": 64, "height": 64}
     ).json()
     assert answer["public_url"].startswith(f"{gateway.url}/files/images/")
@@ -98,7 +102,7 @@ def test_public_url_is_on_the_port_actually_served(gateway):
 )
 def test_a_misspelled_field_is_a_400_naming_it(gateway, route, body, field):
     before = forwarded(gateway)
-    response = httpx.post(f"{gateway.url}{route}", headers=AUTH, json=body)
+    response = post(f"{gateway.url}{route}", headers=AUTH, json=body)
     assert response.status_code == 400
     assert response.json()["error"] == f"{field}: unknown field; this route's fields are listed at /docs"
     assert forwarded(gateway) == before
@@ -109,7 +113,7 @@ def test_a_misspelled_field_is_a_400_naming_it(gateway, route, body, field):
     [("POST", "//generate_image", 404), ("GET", "/nothing-here", 404), ("GET", "/generate_image", 405)],
 )
 def test_unknown_routes_answer_json(gateway, method, path, status):
-    response = httpx.request(method, f"{gateway.url}{path}", headers=AUTH)
+    response = httpx.request(method, f"{gateway.url}{path}", headers=AUTH, timeout=60)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
     assert "/docs" in response.json()["error"]
@@ -117,12 +121,13 @@ def test_unknown_routes_answer_json(gateway, method, path, status):
 
 def test_a_client_error_is_logged_as_one_warning_without_the_input(gateway):
     sentinel = "sentinel-prompt-7f3a9c"
-    response = httpx.post(f"{gateway.url}/generate_image", headers=AUTH, json={"prompt": sentinel, "width": 65})
+    response = post(f"{gateway.url}/generate_image", headers=AUTH, json={"prompt": sentinel, "width": 65})
     assert response.status_code == 400
     log = gateway.log_text()
     assert sentinel not in log
     refused = [line for line in log.splitlines() if "Refused /generate_image [POST]" in line]
-    assert refused and all("[WARNING]" in line and "invalid input in width" in line for line in refused)
+    assert any("invalid input in width" in line for line in refused)
+    assert all("[WARNING]" in line for line in refused)
     assert "Exception on /generate_image" not in log
 
 
@@ -185,7 +190,7 @@ def test_make_deploy_asks_for_a_bentocloud_login_before_building(tmp_path):
     result = subprocess.run(["make", "deploy"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "bentoml cloud login" in result.stderr
-    assert "built" not in result.stdout and not (tmp_path / "home" / "bentos").exists()
+    assert "built" not in result.stdout and not list((tmp_path / "home").glob("bentos/genmedia/*"))
 
 
 # Adding a field to a request object is one edit: the key, the spec and the client follow from it.

@@ -39,9 +39,11 @@ UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
 UPLOAD_PATHS = ("/caption_image",)
 # The file field of each upload route: BentoML would download a text value of it as a URL.
 UPLOAD_FIELDS = {"/caption_image": "image"}
-# A refused body is still read (and dropped) up to this much, so that clients which send the whole body
-# before reading (Python's urllib and requests) read the 413 instead of a reset connection; past it, or
-# past the deadline, the connection is closed.
+# A refused body is still read (and dropped) up to this much before the refusal is sent, so that clients
+# which send the whole body before reading (Python's urllib and requests) read the 413 instead of a reset
+# connection (uvicorn closes a connection whose body was not read). Past it, or past the deadline, the
+# refusal goes out at once. A client that asked `Expect: 100-continue` (curl) has sent nothing yet: it is
+# answered at once and never sends the body.
 REFUSED_BODY_DRAIN_BYTES = 64 * 1024 * 1024
 REFUSED_BODY_DRAIN_S = 30
 # Polling an async job is authenticated but not rate limited: a client waiting on a job should not run
@@ -180,19 +182,19 @@ class AccessGuard:
 
         receive = BodyReceiver(receive, headers)
         if (wrong_type := content_type_problem(scope["path"], headers)) is not None:
-            await self.refuse(send, "media_type", 415, wrong_type)
-            return await receive.drain()
+            await receive.drain()
+            return await self.refuse(send, "media_type", 415, wrong_type)
 
         limit = UPLOAD_BODY_LIMIT if scope["path"] in UPLOAD_PATHS else JSON_BODY_LIMIT
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
-            return await receive.drain()
+            await receive.drain()
+            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
         # A body sent without a length (chunked) is read here, bounded, and replayed to the app.
         body = await read_body(receive, limit)
         if body is None:
-            await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
-            return await receive.drain()
+            await receive.drain()
+            return await self.refuse(send, "too_large", 413, f"Request body is over {limit} bytes.")
         if (problem := await form_problem(scope, body)) is not None:
             return await self.refuse(send, "invalid", 400, problem)
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
@@ -238,7 +240,7 @@ class BodyReceiver:
 
     def __init__(self, receive, headers: dict[str, str]):
         self._receive = receive
-        self.complete = not has_body(headers)
+        self.complete = not has_body(headers) or headers.get("expect", "").lower() == "100-continue"
 
     async def __call__(self):
         message = await self._receive()
@@ -247,7 +249,7 @@ class BodyReceiver:
         return message
 
     async def drain(self) -> None:
-        """Read and drop what is left of a refused body, up to a bound, so the client reads the refusal."""
+        """Read and drop what is left of a refused body, up to a bound, before the refusal is sent."""
         drained = 0
 
         async def read_rest() -> None:
