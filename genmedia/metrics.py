@@ -33,6 +33,9 @@ class Metrics:
     gateway_forwarded: Any  # Counter{service}: calls the gateway made to a model service
     backend_unavailable: Any  # Counter{service}: model service down, starting or timing out
     rate_limit_fallback: Any  # Counter: checks counted in one replica's memory because the shared storage failed
+    prompts_refused: Any  # Counter{field}: prompts refused for a term of BLOCKED_PROMPT_TERMS_FILE
+    outputs_withheld: Any  # Counter{capability}: outputs the safety checker flagged, stored as a marker only
+    safety_check_seconds: Any  # Histogram{capability}: the safety checker's time per output
 
 
 @functools.cache
@@ -58,6 +61,13 @@ def metrics() -> Metrics:
         ),
         rate_limit_fallback=prom.Counter(
             "genmedia_rate_limit_fallback", "Rate limit checks counted per replica because the shared storage failed"
+        ),
+        prompts_refused=prom.Counter("genmedia_prompts_refused", "Prompts refused for a blocked term", ["field"]),
+        outputs_withheld=prom.Counter(
+            "genmedia_outputs_withheld", "Outputs withheld by the safety checker", ["capability"]
+        ),
+        safety_check_seconds=prom.Histogram(
+            "genmedia_safety_check_seconds", "Safety checker time per output", ["capability"], buckets=SECONDS_BUCKETS
         ),
     )
 

@@ -1,6 +1,6 @@
 """From a model-store directory to a ready model: the one place that knows how each role's weights load.
 
-The model store holds three models named by role (see `shared/API.md`, "Model store"); `models/` puts them
+The model store holds four models named by role (see `shared/API.md`, "Model store"); `models/` puts them
 there, from the Hugging Face Hub (`full`) or built from random weights (`tiny`), in the same on-disk layout,
 so the loaders below never ask which profile they load. On a GPU the weights load in float16 with PyTorch's
 fused attention (SDPA); on a CPU they stay float32, the only precision CPU kernels are fast and exact in.
@@ -20,10 +20,13 @@ if TYPE_CHECKING:
     import bentoml
     import torch
 
+    from genmedia.safety import SafetyChecker
+
 TEXT_TO_IMAGE = "text-to-image"
 TEXT_TO_SPEECH = "text-to-speech"
 IMAGE_CAPTIONING = "image-captioning"
-ROLES = (TEXT_TO_IMAGE, TEXT_TO_SPEECH, IMAGE_CAPTIONING)
+SAFETY_CHECKER = "safety-checker"
+ROLES = (TEXT_TO_IMAGE, TEXT_TO_SPEECH, IMAGE_CAPTIONING, SAFETY_CHECKER)
 
 # The captioners `load_image_captioner` can load, by the `model_type` of their config.json.
 CAPTION_ARCHITECTURES = ("blip", "vision-encoder-decoder")
@@ -139,3 +142,19 @@ def load_image_captioner(path: str | Path, device: str, dtype: torch.dtype) -> C
         processor = ViTImageProcessor.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     return CaptionModel(architecture, model.to(device).eval(), processor, tokenizer)
+
+
+def load_safety_checker(path: str | Path, device: str, dtype: torch.dtype) -> SafetyChecker:
+    """diffusers' Stable Diffusion safety checker (CLIP ViT-L/14 and concept embeddings), with its processor."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from diffusers.utils import logging as diffusers_logging
+    from transformers import CLIPImageProcessor
+
+    from genmedia.safety import SafetyChecker
+
+    # Its warning says a black image will be returned instead; genmedia withholds the image and logs that.
+    diffusers_logging.get_logger("diffusers.pipelines.stable_diffusion.safety_checker").setLevel(
+        diffusers_logging.ERROR
+    )
+    model = StableDiffusionSafetyChecker.from_pretrained(path, torch_dtype=dtype).to(device).eval()
+    return SafetyChecker(model, CLIPImageProcessor.from_pretrained(path), device, dtype)

@@ -52,6 +52,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     backend_timeout_s: float = 600.0
     body_timeout_s: float = 60.0
+    blocked_prompt_terms_file: Path | None = None
+    safety_checker: bool = True
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -107,7 +109,7 @@ class Settings:
                 return True
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
-            raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+            raise SettingsError(f"{name}={raw!r} is not a boolean (true/false, on/off)")
 
         def items_of(value: str) -> tuple[str, ...]:
             return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -145,6 +147,8 @@ class Settings:
             cors_origins=items("CORS_ORIGINS"),
             backend_timeout_s=seconds("BACKEND_TIMEOUT_S", 600.0),
             body_timeout_s=seconds("BODY_TIMEOUT_S", 60.0),
+            blocked_prompt_terms_file=Path(terms) if (terms := text("BLOCKED_PROMPT_TERMS_FILE")) else None,
+            safety_checker=boolean("SAFETY_CHECKER", True),
         )
         settings._check_consistency()
         return settings
@@ -169,6 +173,8 @@ class Settings:
         if not self.rate_limit_storage_url.startswith(RATE_LIMIT_STORAGE_SCHEMES):
             # Not quoted: the URL may hold a password.
             raise SettingsError(f"RATE_LIMIT_STORAGE_URL must start with {', '.join(RATE_LIMIT_STORAGE_SCHEMES)}")
+        if self.blocked_prompt_terms_file is not None and not self.blocked_prompt_terms_file.is_file():
+            raise SettingsError(f"BLOCKED_PROMPT_TERMS_FILE={str(self.blocked_prompt_terms_file)!r} is not a file")
         if "*" in self.cors_origins and self.gateway_api_keys:
             raise SettingsError("CORS_ORIGINS='*' is refused while GATEWAY_API_KEYS is set: list the origins")
 

@@ -16,6 +16,9 @@ Every row of the table is a ratio A ÷ B of two things measured here, on 127.0.0
 - memory (≤ 1.3): peak RSS of the image service's process tree ÷ peak RSS of the bare process;
 - batched images (on a GPU ≥ 1.5; on a CPU reported): images/s of `n=4` in one batched pipeline call
   (the image service's `/generate_images`) ÷ images/s of four single `/generate_image` calls back to back.
+- safety checker (≤ 0.05 on a GPU, reported on a CPU): the image safety checker's seconds per image ÷ the
+  pipeline's seconds for that image, both timed in the bare process (`bare.py --safety-checker`). The
+  servers of the other rows run with `SAFETY_CHECKER=off`, so that both sides of those rows do the same work.
 
 Method. The machine may be shared and its speed drifts, so each comparison is interleaved (A, B, A, B, ...)
 after a warm-up of each side, and the two sides of a row never run at the same time. Latencies are medians;
@@ -26,14 +29,15 @@ to finish within 15 minutes on 2 CPU cores.
 Model stores. Two BENTOML_HOMEs under `.data/bench-store`, built on the first run and reused (the importer
 skips what is already there): `images` holds the bench text-to-image with tiny speech and captioning models
 (the gateway starts all three services and only images are measured: three bench-sized models beside the bare
-pipeline would crowd the memory and the cores), and `captions` the bench captioner, served alone. The table is printed
+pipeline would crowd the memory and the cores), `captions` the bench captioner, served alone, and `safety` the bench
+safety checker (CLIP ViT-L/14), loaded by the bare process beside the images' pipeline. The table is printed
 and written to `load_tests/RESULTS.md`, whose hand-written section on missed targets is kept across runs.
 On a CUDA machine the same script measures the GPU path: the services and the bare process both pick the
 device with `genmedia.model_loading.pick_device` (the memory row then compares host memory, not GPU memory).
 
     python -m load_tests.bench                    # the benchmark (make bench)
     python -m load_tests.bench --only batching    # some rows only (cold-start, gateway, batching,
-                                                  # batched-images); no RESULTS.md
+                                                  # batched-images, safety); no RESULTS.md
     python -m load_tests.bench --smoke            # the same code paths on tiny models, one sample each
 
 The stores are reused as long as they hold bench-profile models: after changing `models/bench.py`, delete
@@ -99,6 +103,7 @@ class Plan:
     overhead_pairs: int = 6
     throughput_rounds: int = 2  # each: at least IMAGE_CLIENTS images per side
     cache_repeats: int = 8
+    checked_images: int = 6
     caption_rounds: int = 1  # each: CAPTION_CLIENTS captions per side
     # Where an image takes milliseconds (a GPU), more pairs and longer rounds keep each side of a comparison
     # at least this long, so that it measures more than timer noise and one-off hiccups.
@@ -115,6 +120,7 @@ ROWS = {
     "cache hit": ("s", ("<=", 0.05)),
     "memory": ("GB", ("<=", 1.3)),
     "batched images": ("img/s", None),  # the target is set when measured: on a GPU only
+    "safety checker": ("s", ("<=", 0.05)),  # the target is a GPU's; on a CPU the row is reported
 }
 
 # What one server session measures, by the name `--only` takes.
@@ -123,6 +129,7 @@ SESSIONS = {
     "gateway": ["serving overhead", "throughput under load", "cache hit"],
     "batching": ["adaptive batching"],
     "batched-images": ["batched images"],
+    "safety": ["safety checker"],
 }
 
 FULL_PLAN = Plan()
@@ -131,6 +138,7 @@ SMOKE_PLAN = Plan(
     overhead_pairs=2,
     throughput_rounds=1,
     cache_repeats=3,
+    checked_images=2,
     caption_rounds=1,
     overhead_seconds=0.1,
     round_seconds=0.1,
@@ -212,18 +220,20 @@ def import_models(home: Path, profile: str, *roles: str) -> None:
         raise BenchError(f"model import into {home} failed:\n{result.stderr[-3000:]}")
 
 
-def prepare_stores(smoke: bool) -> tuple[Path, Path]:
-    """The BENTOML_HOMEs of the image rows and of the caption row, built on the first run."""
+def prepare_stores(smoke: bool) -> tuple[Path, Path, Path]:
+    """The BENTOML_HOMEs of the image rows, the caption row and the safety checker's, built on the first run."""
     if smoke:
         home = STORES / "smoke"
         import_models(home, "tiny")
-        return home, home
-    images, captions = STORES / "images", STORES / "captions"
+        return home, home, home
+    images, captions, safety = STORES / "images", STORES / "captions", STORES / "safety"
     # Each role is imported by one profile only, so a re-run finds every latest version already in place.
-    import_models(images, "tiny", "text-to-speech", "image-captioning")
+    # The image service needs a safety checker in its store even when it is off: the tiny one.
+    import_models(images, "tiny", "text-to-speech", "image-captioning", "safety-checker")
     import_models(images, "bench", "text-to-image")
     import_models(captions, "bench", "image-captioning")
-    return images, captions
+    import_models(safety, "bench", "safety-checker")
+    return images, captions, safety
 
 
 @dataclass(frozen=True)
@@ -233,11 +243,11 @@ class StoredModel:
     metadata: dict
 
 
-def stored_text_to_image(home: Path) -> StoredModel:
-    """The text-to-image model the services will load from `home`, looked up as they do."""
+def stored_model(home: Path, role: str) -> StoredModel:
+    """The model of `role` the services will load from `home`, looked up as they do."""
     code = (
-        "import json; from genmedia.model_loading import TEXT_TO_IMAGE, stored_model; "
-        "m = stored_model(TEXT_TO_IMAGE); "
+        "import json; from genmedia.model_loading import stored_model; "
+        f"m = stored_model({role!r}); "
         "print(json.dumps({'tag': str(m.tag), 'path': m.path, 'metadata': dict(m.info.metadata)}))"
     )
     result = subprocess.run(
@@ -294,11 +304,20 @@ class PeakMemory:
 class BarePipeline:
     """`load_tests/bare.py` in a child process: the pipeline loaded once, then one request at a time."""
 
-    def __init__(self, home: Path, model: StoredModel, storage: Path, log_path: Path, once: bool = False):
+    def __init__(
+        self,
+        home: Path,
+        model: StoredModel,
+        storage: Path,
+        log_path: Path,
+        once: bool = False,
+        safety_checker: StoredModel | None = None,
+    ):
         with open(log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "load_tests.bare", model.path, model.tag, str(storage)]
-                + (["--once"] if once else []),
+                + (["--once"] if once else [])
+                + (["--safety-checker", safety_checker.path] if safety_checker else []),
                 cwd=REPO_ROOT,
                 env=base_env(home),
                 stdin=subprocess.PIPE,
@@ -309,6 +328,7 @@ class BarePipeline:
         self.log_path = log_path
         self.guidance_scale = float(model.metadata["default_guidance_scale"])
         self.model_s = 0.0
+        self.check_s = 0.0
 
     def read_event(self) -> dict:
         line = self.process.stdout.readline()
@@ -321,7 +341,8 @@ class BarePipeline:
     def generate(self, seed: int, repeat: int = 1) -> float:
         """Seconds the bare pipeline takes for `repeat` fresh images (seeds `seed`, `seed + 1`, ...).
 
-        `model_s` keeps the part of the last call that the pipeline itself took.
+        `model_s` keeps the part of the last call that the pipeline itself took, `check_s` the safety
+        checker's part (0 without one).
         """
         request = dict(
             prompt=PROMPT,
@@ -336,6 +357,7 @@ class BarePipeline:
         self.process.stdin.flush()
         answer = self.read_event()
         self.model_s = float(answer["model_s"])
+        self.check_s = float(answer["check_s"])
         return float(answer["seconds"])
 
     def close(self) -> None:
@@ -457,6 +479,8 @@ def bench_server(target: str, home: Path, directory: Path) -> Server:
         SPOOL_DIR=str(directory / "spool"),
         RATE_LIMIT_PER_MINUTE="1000000",
         MODEL_PROFILE="bench",
+        # The bare pipeline these servers are compared with runs no checker; its cost is a row of its own.
+        SAFETY_CHECKER="off",
     )
     server = BenchServer(target, env, directory / "server.log")
     server.env["PUBLIC_BASE_URL"] = server.url
@@ -605,6 +629,34 @@ def gateway_rows(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) 
         gateway.stop()
         bare.close()
     return [overhead, throughput, cache]
+
+
+def safety_row(home: Path, safety_home: Path, model: StoredModel, work: Path, plan: Plan, seeds) -> list[Row]:
+    """The safety checker's seconds per image against the pipeline's, both in the bare process."""
+    row = Row.named("safety checker")
+    checker = stored_model(safety_home, "safety-checker")
+    log(f"starting the bare pipeline with the safety checker {checker.tag}")
+    bare = BarePipeline(home, model, work / "safety-files", work / "safety.log", safety_checker=checker)
+    try:
+        device = bare.read_event()["device"]
+        bare.generate(next(seeds))  # warm-up of both
+        check_s, model_s = [], []
+        for index in range(plan.checked_images):
+            bare.generate(next(seeds))
+            check_s.append(bare.check_s)
+            model_s.append(bare.model_s)
+            log(f"safety checker {index + 1}/{plan.checked_images}: {check_s[-1]:.3f} s, image {model_s[-1]:.2f} s")
+    finally:
+        bare.close()
+    row.a, row.b = median(check_s), median(model_s)
+    row.samples = {"checker s": check_s, "image s": model_s}
+    if device != "cuda":
+        row.target = None
+    row.note = (
+        f"on {device}: p50 of the checker `{checker.tag}` (CLIP image processor, vision encoder, concept scores) on "
+        f"one {SIDE}² image ÷ p50 of the pipeline call that made it; the ≤ 0.05 target is a GPU's"
+    )
+    return [row]
 
 
 def batching_row(home: Path, work: Path, plan: Plan) -> list[Row]:
@@ -792,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=SESSIONS,
         help="measure only these rows (repeatable: cold-start = cold start and memory, gateway = overhead, "
-        "throughput and cache hit, batching, batched-images); RESULTS.md is written only when all are measured",
+        "throughput and cache hit, batching, batched-images, safety = the safety checker); RESULTS.md is written "
+        "only when all are measured",
     )
     arguments = parser.parse_args(argv)
     chosen = arguments.only or list(SESSIONS)
@@ -802,8 +855,8 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    images_home, captions_home = prepare_stores(arguments.smoke)
-    model = stored_text_to_image(images_home)
+    images_home, captions_home, safety_home = prepare_stores(arguments.smoke)
+    model = stored_model(images_home, "text-to-image")
     seeds = itertools.count(int(time.time()) % 1_000_000)  # fresh keys in every run
 
     rows: dict[str, Row] = {}
@@ -812,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
         "gateway": lambda: gateway_rows(images_home, model, WORK, plan, seeds),
         "batching": lambda: batching_row(captions_home, WORK, plan),
         "batched-images": lambda: BatchedImages(images_home, WORK, plan, seeds).measure(),
+        "safety": lambda: safety_row(images_home, safety_home, model, WORK, plan, seeds),
     }
     for session, names in SESSIONS.items():
         if session not in chosen:

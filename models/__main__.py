@@ -1,8 +1,9 @@
-"""`python -m models import --profile tiny|full|bench`: put the three role models into the BentoML model store.
+"""`python -m models import --profile tiny|full|bench`: put the four role models into the BentoML model store.
 
 Each model is written into a new store version, labelled with its `profile` and `source` (a Hub id, or
 `generated` for tiny and bench), with the metadata the gateway reads without loading weights. Importing is
-idempotent: when the latest version of a role already has the same profile and source, it is kept, so
+idempotent: when the latest version of a role already has the same profile and source (and, for the tiny
+safety checker, the same `--safety-threshold`), it is kept, so
 `make serve` can import on every start. The store is `$BENTOML_HOME/models` (default `~/bentoml`).
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genmedia.model_loading import IMAGE_CAPTIONING, ROLES, TEXT_TO_IMAGE, TEXT_TO_SPEECH
+from genmedia.model_loading import IMAGE_CAPTIONING, ROLES, SAFETY_CHECKER, TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from models import bench, full, tiny
 
 GENERATED = "generated"
@@ -25,19 +26,27 @@ TINY_BUILDERS = {
     TEXT_TO_IMAGE: tiny.build_text_to_image,
     TEXT_TO_SPEECH: tiny.build_text_to_speech,
     IMAGE_CAPTIONING: tiny.build_image_captioning,
+    SAFETY_CHECKER: tiny.build_safety_checker,
 }
 # Real sizes, random weights, for load tests and benchmarks (`load_tests/bench.py`).
 BENCH_BUILDERS = {
     TEXT_TO_IMAGE: bench.build_text_to_image,
     TEXT_TO_SPEECH: bench.build_text_to_speech,
     IMAGE_CAPTIONING: bench.build_image_captioning,
+    SAFETY_CHECKER: bench.build_safety_checker,
 }
 FULL_IMPORTERS = {
     TEXT_TO_IMAGE: full.import_text_to_image,
     TEXT_TO_SPEECH: full.import_text_to_speech,
     IMAGE_CAPTIONING: full.import_image_captioning,
+    SAFETY_CHECKER: full.import_safety_checker,
 }
-SOURCE_OPTIONS = {TEXT_TO_IMAGE: "image_model", TEXT_TO_SPEECH: "speech_model", IMAGE_CAPTIONING: "caption_model"}
+SOURCE_OPTIONS = {
+    TEXT_TO_IMAGE: "image_model",
+    TEXT_TO_SPEECH: "speech_model",
+    IMAGE_CAPTIONING: "caption_model",
+    SAFETY_CHECKER: "safety_model",
+}
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +54,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m models", description="Put the role models into the BentoML model store."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    importing = commands.add_parser("import", help="put the three role models into the model store")
+    importing = commands.add_parser("import", help="put the four role models into the model store")
     importing.add_argument(
         "--profile",
         required=True,
@@ -67,15 +76,30 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
             metavar="HUB_ID",
             help=f"{role} model for --profile full (default {full.DEFAULT_SOURCES[role]})",
         )
+    importing.add_argument(
+        "--safety-threshold",
+        type=float,
+        metavar="T",
+        help="--profile tiny: the random safety checker's threshold for every concept: it flags an image whose "
+        f"similarity (-1 to 1) to a concept passes T (default {tiny.UNFLAGGING_THRESHOLD}: none; -1: every one)",
+    )
     arguments = parser.parse_args(argv)
     overrides = [option for option in SOURCE_OPTIONS.values() if getattr(arguments, option)]
     if arguments.profile != "full" and overrides:
-        parser.error("--image-model, --speech-model and --caption-model choose --profile full's weights")
+        parser.error("--image-model, --speech-model, --caption-model, --safety-model choose --profile full's weights")
+    if arguments.profile != "tiny" and arguments.safety_threshold is not None:
+        parser.error("--safety-threshold sets the tiny safety checker's thresholds (the others' are their weights')")
     return arguments
 
 
-def import_model(role: str, profile: str, source: str, write: Callable[[Path], dict[str, Any]]) -> None:
-    """Write one role's model into a new store version, unless the latest one is the same import."""
+def import_model(
+    role: str, profile: str, source: str, write: Callable[[Path], dict[str, Any]], options: dict[str, Any] | None = None
+) -> None:
+    """Write one role's model into a new store version, unless the latest one is the same import.
+
+    `options`: what the builder was asked for beyond profile and source, recorded in the metadata, where
+    the latest version must have the same for it to be the same import.
+    """
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -84,7 +108,12 @@ def import_model(role: str, profile: str, source: str, write: Callable[[Path], d
         latest = bentoml.models.get(f"{role}:latest")
     except NotFound:
         latest = None
-    if latest is not None and all(latest.info.labels.get(key) == value for key, value in labels.items()):
+    options = options or {}
+    if (
+        latest is not None
+        and all(latest.info.labels.get(key) == value for key, value in labels.items())
+        and all(latest.info.metadata.get(key) == value for key, value in options.items())
+    ):
         print(f"{role}: skipped, {latest.tag} is already profile={profile} source={source}", flush=True)
         return
 
@@ -101,15 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     started = time.perf_counter()
     for role in arguments.only or ROLES:
+        options = {}
         if arguments.profile == "tiny":
             source, write = GENERATED, TINY_BUILDERS[role]
+            if role == SAFETY_CHECKER:
+                threshold = arguments.safety_threshold
+                options = {"concept_threshold": tiny.UNFLAGGING_THRESHOLD if threshold is None else threshold}
+                write = functools.partial(write, **options)
         elif arguments.profile == "bench":
             source, write = GENERATED, BENCH_BUILDERS[role]
         else:
             source = getattr(arguments, SOURCE_OPTIONS[role]) or full.DEFAULT_SOURCES[role]
             write = functools.partial(FULL_IMPORTERS[role], source)
         try:
-            import_model(role, arguments.profile, source, write)
+            import_model(role, arguments.profile, source, write, options)
         except full.ImportFailed as error:
             # The message says what to do; a traceback would only bury it.
             print(f"error: {role}: {error}", file=sys.stderr)

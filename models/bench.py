@@ -4,8 +4,8 @@ A model's compute does not depend on its weights' values (only how long a genera
 captioner), so random weights at the published sizes cost what the real models cost: `load_tests/bench.py`
 measures serving against them without a download. The sizes are those of Stable Diffusion 1.5 (a
 860 M-parameter UNet, CLIP ViT-L/14's text encoder, the SD VAE: ~4 GB in float32; SDXL would be ~16 GB and
-35-40 s a 512² image on a 2-core CPU), BLIP-base's captioner, and Parler-TTS mini v1 (flan-t5-large
-encoder, a 24-layer decoder, the 44.1 kHz DAC).
+35-40 s a 512² image on a 2-core CPU), BLIP-base's captioner, Parler-TTS mini v1 (flan-t5-large
+encoder, a 24-layer decoder, the 44.1 kHz DAC), and the Stable Diffusion safety checker (CLIP ViT-L/14).
 
 Building a model the usual way runs each layer's initialiser over every weight, slowly on a CPU. Here each
 model is built on the `meta` device (shapes, no memory), then given uninitialised CPU memory and filled with
@@ -234,6 +234,38 @@ def build_text_to_speech(directory: Path) -> dict[str, Any]:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return {"sampling_rate": codec.sampling_rate}
+
+
+def build_safety_checker(directory: Path) -> dict[str, Any]:
+    """The Stable Diffusion safety checker: CLIP ViT-L/14's vision encoder at 224 x 224, 17 + 3 concepts."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    from models.tiny import UNFLAGGING_THRESHOLD
+
+    config = CLIPConfig(
+        text_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12},
+        vision_config={
+            "image_size": 224,
+            "patch_size": 14,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+        },
+        projection_dim=768,
+    )
+    with torch.device("meta"):
+        checker = StableDiffusionSafetyChecker(config)
+    fill_random(checker, SEED)
+    # What it costs does not depend on what it flags; flagging nothing lets every benchmark image through.
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(UNFLAGGING_THRESHOLD)
+        checker.special_care_embeds_weights.fill_(UNFLAGGING_THRESHOLD)
+    checker.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size=224).save_pretrained(directory)
+    return {"concept_threshold": UNFLAGGING_THRESHOLD}
 
 
 def fill_random(model: Any, seed: int) -> None:

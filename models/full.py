@@ -19,12 +19,13 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from genmedia.model_loading import IMAGE_CAPTIONING, TEXT_TO_IMAGE, TEXT_TO_SPEECH, caption_architecture
+from genmedia.model_loading import IMAGE_CAPTIONING, SAFETY_CHECKER, TEXT_TO_IMAGE, TEXT_TO_SPEECH, caption_architecture
 
 DEFAULT_SOURCES = {
     TEXT_TO_IMAGE: "stabilityai/sdxl-turbo",
     TEXT_TO_SPEECH: "parler-tts/parler-tts-mini-v1",
     IMAGE_CAPTIONING: "Salesforce/blip-image-captioning-large",
+    SAFETY_CHECKER: "CompVis/stable-diffusion-safety-checker",
 }
 
 # Configs, and tokenizers (vocab.json + merges.txt, vocab.txt, tokenizer.json, sentencepiece *.model).
@@ -121,3 +122,8 @@ def import_image_captioning(repo_id: str, directory: Path) -> dict[str, Any]:
     except ValueError as error:
         raise ImportFailed(f"{repo_id}: {error}") from None
     return {"revision": revision, "architecture": architecture}
+
+
+def import_safety_checker(repo_id: str, directory: Path) -> dict[str, Any]:
+    """The checker's weights (fp16 safetensors) with its config and CLIP image processor config."""
+    return {"revision": download(repo_id, directory)}

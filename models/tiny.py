@@ -1,10 +1,10 @@
 """The `tiny` profile: random weights in the architectures of the real models, built offline in seconds.
 
 Each builder writes, with `save_pretrained`, the layout of its real counterpart's Hub repository (SDXL-Turbo,
-Parler-TTS, BLIP) with every dimension shrunk, so the services, their loaders and the tests run the real
-code paths on a laptop CPU with no download. The outputs are noise, but noise of the right shape: an image
-of the requested size, up to a second of 44.1 kHz audio, a caption of words. The seeds are fixed, so two
-builds write the same weights.
+Parler-TTS, BLIP, the Stable Diffusion safety checker) with every dimension shrunk, so the services, their
+loaders and the tests run the real code paths on a laptop CPU with no download. The outputs are noise, but
+noise of the right shape: an image of the requested size, up to a second of 44.1 kHz audio, a caption of
+words. The seeds are fixed, so two builds write the same weights.
 
 Tokenizers are written from plain vocabularies: the real ones come from the Hub, and converting a
 sentencepiece model needs a newer protobuf than the pinned stack allows.
@@ -279,3 +279,43 @@ def _bert_tokenizer() -> Any:
         vocab_file = Path(scratch, "vocab.txt")
         vocab_file.write_text("\n".join(vocab) + "\n")
         return BertTokenizerFast(str(vocab_file), bos_token="[DEC]", model_max_length=512)
+
+
+# Cosine similarities never exceed 1, so at this threshold the tiny checker flags no image, and at -1 every one.
+UNFLAGGING_THRESHOLD = 1.0
+
+
+def build_safety_checker(directory: Path, concept_threshold: float = UNFLAGGING_THRESHOLD) -> dict[str, Any]:
+    """The Stable Diffusion safety checker: a CLIP vision encoder, its projection, 17 + 3 concept embeddings.
+
+    Random weights judge nothing, so what the checker flags is chosen here: every concept (and "special
+    care" concept) gets `concept_threshold`, and an image is flagged when its similarity to a concept,
+    between -1 and 1, passes that. The service runs the real checker either way.
+    """
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(SEED)
+    image_size = 32
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4},
+        vision_config={
+            "image_size": image_size,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds.normal_()
+        checker.special_care_embeds.normal_()
+        checker.concept_embeds_weights.fill_(concept_threshold)
+        checker.special_care_embeds_weights.fill_(concept_threshold)
+    checker.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=image_size).save_pretrained(directory)
+    return {"concept_threshold": concept_threshold}

@@ -6,7 +6,8 @@ initialisation. A diffusers pipeline and its scheduler are not safe to share bet
 (diffusers#3672), so denoising runs on a single thread, one request at a time; encoding and upload happen in
 other threads, so the GPU starts the next image while the previous one is written out. Several images of one
 prompt (`/generate_images`, the gateway's `n`) are one batched pipeline call with a generator per image, which
-on a GPU costs far less than one call each.
+on a GPU costs far less than one call each. Each image is checked by the safety checker (`genmedia.safety`) on
+the same thread and device before it is encoded; a flagged one is withheld (422), a marker stored in its place.
 """
 
 import asyncio
@@ -18,10 +19,10 @@ import bentoml
 
 from genmedia import logger
 from genmedia.contract.bodies import BodyGuard
-from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
+from genmedia.contract.errors import ErrorBodyMiddleware, Withheld, answers_errors
 from genmedia.contract.requests import CONTENT_TYPES, ImageCount, ImageRequest, ImageResult
 from genmedia.metrics import metrics
-from genmedia.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
+from genmedia.model_loading import SAFETY_CHECKER, TEXT_TO_IMAGE, load_safety_checker, load_text_to_image, pick_device
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
 from services import ONE_LASTING_CONNECTION
@@ -44,6 +45,7 @@ def encode_image(image, format: str) -> bytes:
 )
 class TextToImage:
     model = bentoml.models.BentoModel(f"{TEXT_TO_IMAGE}:latest")
+    safety_model = bentoml.models.BentoModel(f"{SAFETY_CHECKER}:latest")
 
     def __init__(self) -> None:
         started = time.perf_counter()
@@ -53,10 +55,14 @@ class TextToImage:
         self.defaults = dict(self.model.info.metadata)
         self.denoiser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoise")
         self.outputs = OutputStore(TEXT_TO_IMAGE, get_settings())
+        self.safety_checker = None
+        if get_settings().safety_checker:
+            self.safety_checker = load_safety_checker(self.safety_model.path, self.device, self.dtype)
         if self.device == "cuda":
             # Lazy CUDA initialisation would otherwise land on the first user. On the thread that serves
             # requests: on a CPU a warm-up buys nothing and a second thread would start a second OpenMP team.
-            self.denoiser.submit(self.denoise, [WARM_UP.resolved(self.defaults)]).result()
+            [warm_up] = self.denoiser.submit(self.denoise, [WARM_UP.resolved(self.defaults)]).result()
+            self.denoiser.submit(self.flagged, warm_up).result()
         self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-image %s (source %s) ready on %s/%s in %.1f s",
@@ -66,6 +72,8 @@ class TextToImage:
             self.dtype,
             time.perf_counter() - started,
         )
+        if self.safety_checker is None:
+            logger.warning("SAFETY_CHECKER=off: generated images are returned unchecked")
 
     def denoise(self, series: list[ImageRequest]):
         """The images of resolved requests that differ in their seed only, in one batched pipeline call."""
@@ -76,6 +84,15 @@ class TextToImage:
         generators = [torch.Generator(device=self.device).manual_seed(request.seed) for request in series]
         arguments = series[0].pipeline_arguments()
         return self.pipeline(**arguments, num_images_per_prompt=len(series), generator=generators).images
+
+    def flagged(self, image) -> bool:
+        """Whether the safety checker withholds `image`; False when it is off."""
+        if self.safety_checker is None:
+            return False
+        started = time.perf_counter()
+        flagged = self.safety_checker.flags([image])[0]
+        metrics().safety_check_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
+        return flagged
 
     @bentoml.api(route="/generate_image")
     @answers_errors
@@ -115,10 +132,20 @@ class TextToImage:
         )
         metrics().generation_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
         metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc(len(missing))
+        withheld = 0
         for index, image in zip(missing, images, strict=True):
+            if await asyncio.get_running_loop().run_in_executor(self.denoiser, self.flagged, image):
+                metrics().outputs_withheld.labels(TEXT_TO_IMAGE).inc()
+                logger.info("withheld %s: flagged by the safety checker", keys[index])
+                await self.outputs.withhold(keys[index])
+                withheld += 1
+                continue
             data = await asyncio.to_thread(encode_image, image, series[index].format)
             await self.outputs.save(keys[index], data, CONTENT_TYPES[series[index].format])
             results[index] = results[index].model_copy(update={"cached": False})
+        if withheld:
+            # A flagged image is never returned; the others of its request are stored and answer a repeat.
+            raise Withheld()
         return results
 
 

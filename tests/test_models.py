@@ -20,10 +20,12 @@ from PIL import Image
 from genmedia.model_loading import (
     IMAGE_CAPTIONING,
     ROLES,
+    SAFETY_CHECKER,
     TEXT_TO_IMAGE,
     TEXT_TO_SPEECH,
     has_fp16_variant,
     load_image_captioner,
+    load_safety_checker,
     load_text_to_image,
     load_text_to_speech,
     pick_device,
@@ -77,7 +79,7 @@ def one_cpu_thread():
     torch.set_num_threads(threads)
 
 
-def test_tiny_import_stores_the_three_roles_labelled_tiny_and_generated(stored):
+def test_tiny_import_stores_the_four_roles_labelled_tiny_and_generated(stored):
     assert set(stored) == set(ROLES)
     for role in ROLES:
         assert stored[role]["tag"].startswith(f"{role}:")
@@ -88,6 +90,7 @@ def test_tiny_import_records_the_metadata_the_gateway_reads(stored):
     assert stored[TEXT_TO_IMAGE]["metadata"] == {"default_steps": 1, "default_guidance_scale": 0.0}
     assert stored[TEXT_TO_SPEECH]["metadata"] == {"sampling_rate": 44100}
     assert stored[IMAGE_CAPTIONING]["metadata"] == {"architecture": "blip"}
+    assert stored[SAFETY_CHECKER]["metadata"] == {"concept_threshold": 1.0}
 
 
 def test_import_again_skips_models_already_stored(store_home, stored):
@@ -237,3 +240,42 @@ def test_captioner_also_loads_a_vision_encoder_decoder(tmp_path):
 
     assert captioner.architecture == "vision-encoder-decoder"
     assert ids.shape[0] == 1
+
+
+def noise_images(count: int) -> list[Image.Image]:
+    generator = np.random.default_rng(0)
+    return [Image.fromarray(generator.integers(0, 256, (96, 128, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def test_tiny_safety_checker_flags_no_image_at_its_default_threshold(stored):
+    checker = load_safety_checker(stored[SAFETY_CHECKER]["path"], "cpu", torch.float32)
+    images = noise_images(4)
+    pixels = [image.tobytes() for image in images]
+
+    assert checker.flags(images) == [False] * 4
+    assert [image.tobytes() for image in images] == pixels
+
+
+def test_tiny_safety_threshold_is_chosen_at_import_and_a_new_one_is_a_new_version(store_home, stored):
+    flagging = run_python(store_home, "-m", "models", "import", "--profile", "tiny", "--safety-threshold", "-1")
+    again = run_python(store_home, "-m", "models", "import", "--profile", "tiny", "--safety-threshold", "-1")
+    described = run_python(store_home, "-c", DESCRIBE_STORE)
+    # Back to the default, so the other tests of this module see the store they expect.
+    restored = run_python(store_home, "-m", "models", "import", "--profile", "tiny", "--only", SAFETY_CHECKER)
+
+    assert flagging.returncode == again.returncode == described.returncode == restored.returncode == 0
+    assert f"{SAFETY_CHECKER}: imported" in flagging.stdout
+    assert f"{SAFETY_CHECKER}: skipped" in again.stdout
+    assert f"{TEXT_TO_IMAGE}: skipped" in flagging.stdout
+    checker_model = json.loads(described.stdout)[SAFETY_CHECKER]
+    assert checker_model["metadata"] == {"concept_threshold": -1.0}
+    assert checker_model["tag"] != stored[SAFETY_CHECKER]["tag"]
+    checker = load_safety_checker(checker_model["path"], "cpu", torch.float32)
+    assert checker.flags(noise_images(3)) == [True] * 3
+
+
+def test_safety_threshold_is_refused_outside_the_tiny_profile(tmp_path):
+    result = run_python(tmp_path, "-m", "models", "import", "--profile", "bench", "--safety-threshold", "0.5")
+
+    assert result.returncode == 2
+    assert "--safety-threshold" in result.stderr

@@ -80,10 +80,10 @@ def test_a_restarted_process_finds_what_was_spooled(store, spool, tmp_path):
 def test_upload_spooled_puts_the_object_up_and_forgets_it(store, spool):
     spool.save("images/a.png", PNG, "image/png")
 
-    assert upload_spooled(store, spool, "images/a.png") is True
+    assert upload_spooled(store, spool, "images/a.png") == "image/png"
     assert store.objects["images/a.png"] == StoredObject(PNG, "image/png")
     assert spool.load("images/a.png") is None
-    assert upload_spooled(store, spool, "images/a.png") is False
+    assert upload_spooled(store, spool, "images/a.png") is None
 
 
 def test_drain_after_recovery_uploads_everything_and_empties_the_spool(store, spool):

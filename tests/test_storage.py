@@ -139,6 +139,17 @@ def test_exists_only_after_put(store, prefix):
     assert store.exists(f"{prefix}/other.png") is False
 
 
+def test_content_type_is_that_of_the_stored_object_or_none(store, prefix):
+    assert store.content_type(f"{prefix}/image.png") is None
+
+    store.put(f"{prefix}/image.png", PNG, "image/png")
+    store.put(f"{prefix}/withheld.png", b'{"withheld": "x"}', "application/vnd.genmedia.withheld+json")
+
+    assert store.content_type(f"{prefix}/image.png") == "image/png"
+    assert store.content_type(f"{prefix}/withheld.png") == "application/vnd.genmedia.withheld+json"
+    assert store.content_type(f"{prefix}/other.png") is None
+
+
 def test_putting_a_key_again_replaces_it(store, prefix):
     store.put(f"{prefix}/image.png", b"first", "image/png")
     store.put(f"{prefix}/image.png", PNG, "image/png")

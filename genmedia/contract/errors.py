@@ -77,6 +77,17 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class Withheld(ServiceError):
+    """An output the safety checker flagged: nothing is returned or stored but its marker."""
+
+    status = 422
+
+    def __init__(
+        self, message: str = "The generated image was withheld by the safety checker; try another prompt or seed."
+    ):
+        super().__init__(message)
+
+
 class RateLimited(ServiceError):
     status = 429
 

@@ -14,10 +14,20 @@ import secrets
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from genmedia.contract.errors import InvalidInput
+from genmedia.contract.screening import screened
 from genmedia.contract.voices import VOICES, VoiceName
 
 MAX_SEED = 2**32
@@ -60,7 +70,11 @@ class Request(BaseModel):
 
 
 class ImageRequest(Request):
-    prompt: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)] = Field(
+    # Screened for blocked terms (genmedia.contract.screening); the negative prompt is not: naming what to avoid
+    # is what it is for.
+    prompt: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), AfterValidator(screened)
+    ] = Field(
         description="What the image shows, in plain words (1 to 1000 characters).",
         examples=["a lighthouse at dawn, watercolor"],
     )
@@ -120,14 +134,19 @@ class ImageRequest(Request):
 
 
 class SpeechRequest(Request):
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(screened)
+    ] = Field(
         description="What to say (1 to 2000 characters); long text is split at sentence ends and joined.",
         examples=["Hello there. This is genmedia."],
     )
     voice: VoiceName | None = Field(
         None, description="A named voice (`GET /voices` lists them), instead of a `description`.", examples=["alloy"]
     )
-    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)] | None = Field(
+    description: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(screened)]
+        | None
+    ) = Field(
         None,
         description="The voice, described in plain words (at most 500 characters); default: a neutral clear voice.",
         examples=["A warm female voice speaks slowly and clearly."],

@@ -5,22 +5,28 @@ content-addressed key and the caller gets 503 + Retry-After; the next identical 
 the spool instead of generating again, and a background thread drains the spool (at start too, so outputs
 spooled before a crash reach storage). Storage calls are blocking, so they run in threads, never on the
 event loop.
+
+An output the safety checker withholds (`genmedia.safety`) is never stored: a small marker object takes its
+place under the same key, with a content type of its own, so a repeat of the request finds it and is refused
+(`Withheld`, 422) without generating again, in the gateway's cache lookup as in the service's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
 from genmedia import logger
-from genmedia.contract.errors import STORAGE_RETRY_AFTER_S, Unavailable
+from genmedia.contract.errors import STORAGE_RETRY_AFTER_S, Unavailable, Withheld
 from genmedia.metrics import metrics
 from genmedia.outputs import spool as spooling
 from genmedia.outputs.storage import ObjectStore, StorageError, StorageUnavailable, open_store
 from genmedia.settings import Settings
 
 DRAIN_INTERVAL_S = 30
+WITHHELD_CONTENT_TYPE = "application/vnd.genmedia.withheld+json"
 
 
 def kept_for_retry(error: StorageUnavailable) -> Unavailable:
@@ -42,28 +48,30 @@ class OutputStore:
     async def find(self, key: str, where: str) -> bool:
         """True when `key` is in storage, uploading it from the spool first if it was spooled.
 
-        Raises `Unavailable` (503) when the output is spooled but storage is still down: the client
-        retries later and the GPU is not woken for work already done. When storage cannot even say whether
-        the key exists, this answers False so the work is done (and spooled) rather than refused.
+        Raises `Withheld` (422) when a withheld output's marker is stored there, and `Unavailable` (503) when
+        the output is spooled but storage is still down: the client retries later and the GPU is not woken
+        for work already done. When storage cannot even say whether the key exists, this answers False so
+        the work is done (and spooled) rather than refused.
         """
-        try:
-            uploaded = self.spool is not None and await asyncio.to_thread(
-                spooling.upload_spooled, self.store, self.spool, key
-            )
-        except StorageUnavailable as error:
-            raise kept_for_retry(error) from None
-        if uploaded:
-            metrics().spool_uploads.labels(self.capability).inc()
+        content_type = None
+        if self.spool is not None:
+            try:
+                content_type = await asyncio.to_thread(spooling.upload_spooled, self.store, self.spool, key)
+            except StorageUnavailable as error:
+                raise kept_for_retry(error) from None
+            if content_type is not None:
+                metrics().spool_uploads.labels(self.capability).inc()
+        if content_type is None:
+            try:
+                content_type = await asyncio.to_thread(self.store.content_type, key)
+            except StorageError as error:
+                logger.warning("cache lookup skipped for %s: %s", key, error)
+                return False
+        if content_type == WITHHELD_CONTENT_TYPE:
+            raise Withheld()
+        if content_type is not None:
             metrics().cache_hits.labels(self.capability, where).inc()
-            return True
-        try:
-            found = await asyncio.to_thread(self.store.exists, key)
-        except StorageError as error:
-            logger.warning("cache lookup skipped for %s: %s", key, error)
-            return False
-        if found:
-            metrics().cache_hits.labels(self.capability, where).inc()
-        return found
+        return content_type is not None
 
     async def save(self, key: str, data: bytes, content_type: str) -> None:
         """Upload `data` under `key`; on failure it stays in the spool and a 503 is raised."""
@@ -74,6 +82,11 @@ class OutputStore:
             if isinstance(error, StorageUnavailable):
                 raise kept_for_retry(error) from None
             raise
+
+    async def withhold(self, key: str) -> None:
+        """Store the marker of a withheld output under its key (spooled like an output if storage fails)."""
+        marker = json.dumps({"withheld": "flagged by the safety checker"}).encode()
+        await self.save(key, marker, WITHHELD_CONTENT_TYPE)
 
     def start_draining(self, interval_s: float = DRAIN_INTERVAL_S) -> None:
         """Upload spooled outputs now and every `interval_s`, in a daemon thread."""

@@ -75,17 +75,17 @@ def publish(store: ObjectStore, spool: Spool, key: str, data: bytes, content_typ
         raise
 
 
-def upload_spooled(store: ObjectStore, spool: Spool, key: str) -> bool:
-    """Upload `key` from the spool and forget it there; False if it is not spooled.
+def upload_spooled(store: ObjectStore, spool: Spool, key: str) -> str | None:
+    """Upload `key` from the spool and forget it there; answers its content type, None if it is not spooled.
 
     The entry is removed only after the upload succeeded, so a crash in between uploads it again later.
     """
     spooled = spool.load(key)
     if spooled is None:
-        return False
+        return None
     store.put(key, spooled.data, spooled.content_type)
     spool.remove(key)
-    return True
+    return spooled.content_type
 
 
 def drain(store: ObjectStore, spool: Spool) -> int:

@@ -68,6 +68,10 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def content_type(self, key: str) -> str | None:
+        """The content type of the object under `key`; None when there is none."""
+        ...
+
     def get(self, key: str) -> StoredObject: ...
 
     def public_url(self, key: str) -> str: ...
@@ -154,6 +158,11 @@ class LocalObjectStore:
         path, _ = self._paths(key)
         return path.is_file()
 
+    def content_type(self, key: str) -> str | None:
+        path, meta = self._paths(key)
+        # The content-type file is written first: an object that exists has one.
+        return json.loads(meta.read_bytes())["content_type"] if path.is_file() else None
+
     def get(self, key: str) -> StoredObject:
         path, meta = self._paths(key)
         try:
@@ -237,12 +246,15 @@ class SupabaseObjectStore:
         self._with_retries("upload", key, lambda: self._upload(key, data, options))
 
     def exists(self, key: str) -> bool:
+        return self.content_type(key) is not None
+
+    def content_type(self, key: str) -> str | None:
         validate_key(key)
         try:
-            self._with_retries("check", key, lambda: self._bucket.info(key))
+            info = self._with_retries("check", key, lambda: self._bucket.info(key))
         except ObjectNotFound:
-            return False
-        return True
+            return None
+        return info.get("content_type") or "application/octet-stream"
 
     def get(self, key: str) -> StoredObject:
         validate_key(key)

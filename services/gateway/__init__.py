@@ -6,10 +6,10 @@ A request passes these checks in order, cheapest first, and reaches a model serv
    (413), deadline (408), upload form (400): `services.gateway.access.AddressCheck` and `AccessGuard`,
    middleware that answers before BentoML parses the body;
 2. input validation (400): the request objects of `genmedia.contract.requests`, the same ones the model
-   services take, checked by BentoML from this file's signatures, plus the header checks of
-   `genmedia.contract.uploads` for captions;
+   services take, checked by BentoML from this file's signatures (blocked prompt terms among them:
+   `genmedia.contract.screening`), plus the header checks of `genmedia.contract.uploads` for captions;
 3. result cache: a seeded request whose content-addressed key is already in storage is answered from
-   there (`cached: true`) without waking the GPU;
+   there (`cached: true`) without waking the GPU, or refused (422) when the safety checker withheld it;
 4. the model service, composed with `bentoml.depends` (its own process locally, its own containers and
    scaling on BentoCloud): `services.gateway.backends`. Down, starting or too slow ⇒ 503 + Retry-After.
 
@@ -28,6 +28,7 @@ from genmedia import logger
 from genmedia.audio import audio_duration
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
 from genmedia.contract.requests import CaptionResult, ImageRequest, ImageResult, SpeechRequest, SpeechResult
+from genmedia.contract.screening import prompt_screen
 from genmedia.contract.uploads import DECODES, check_upload
 from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import OutputStore
@@ -68,6 +69,8 @@ class Gateway:
         self.audio = OutputStore(TEXT_TO_SPEECH, self.settings, spooled=False)
         self.image_model = served_model(TEXT_TO_IMAGE)
         self.speech_model = served_model(TEXT_TO_SPEECH)
+        # A bad BLOCKED_PROMPT_TERMS_FILE fails the start, not the first prompt.
+        prompt_screen()
         if not self.settings.gateway_api_keys:
             logger.warning("GATEWAY_API_KEYS is empty: anyone who can reach this gateway can use it")
         logger.info("gateway ready: %r", self.settings)

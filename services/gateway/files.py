@@ -9,7 +9,8 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from genmedia.contract.errors import error_response
+from genmedia.contract.errors import Withheld, error_response
+from genmedia.outputs import WITHHELD_CONTENT_TYPE
 from genmedia.outputs.storage import InvalidKey, LocalObjectStore, ObjectNotFound, open_store, validate_key
 from genmedia.settings import get_settings
 
@@ -31,6 +32,9 @@ async def serve_file(request) -> Response:
         return error_response(400, f"file_key: {error}")
     except ObjectNotFound:
         return error_response(404, "No file under that key.")
+    if stored.content_type == WITHHELD_CONTENT_TYPE:
+        withheld = Withheld()
+        return error_response(withheld.status, withheld.message)
     return Response(
         stored.data, media_type=stored.content_type, headers={"Cache-Control": "public, max-age=31536000, immutable"}
     )
