@@ -41,6 +41,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     cors_origins: tuple[str, ...] = ()
     backend_timeout_s: float = 600.0
+    caption_max_batch_size: int = 4
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -126,6 +127,7 @@ class Settings:
             trusted_proxies=networks("TRUSTED_PROXIES"),
             cors_origins=items("CORS_ORIGINS"),
             backend_timeout_s=seconds("BACKEND_TIMEOUT_S", 600.0),
+            caption_max_batch_size=integer("CAPTION_MAX_BATCH_SIZE", 4, 1),
         )
         settings._check_consistency()
         return settings

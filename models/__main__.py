@@ -32,6 +32,11 @@ BENCH_BUILDERS = {
     TEXT_TO_SPEECH: bench.build_text_to_speech,
     IMAGE_CAPTIONING: bench.build_image_captioning,
 }
+# `--bench-captioner`: the bench captioner's size; the source label tells the two apart in a store.
+BENCH_CAPTIONERS = {
+    "base": (GENERATED, bench.build_image_captioning),
+    "large": (f"{GENERATED}-blip-large", bench.build_image_captioning_large),
+}
 FULL_IMPORTERS = {
     TEXT_TO_IMAGE: full.import_text_to_image,
     TEXT_TO_SPEECH: full.import_text_to_speech,
@@ -61,6 +66,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help=f"import only this role (repeatable; one of {', '.join(ROLES)}), e.g. to serve one bench-sized "
         "model beside tiny ones",
     )
+    importing.add_argument(
+        "--bench-captioner",
+        choices=BENCH_CAPTIONERS,
+        default="base",
+        help="--profile bench's captioner: BLIP-base's size (default) or BLIP-large's (the full profile's default)",
+    )
     for role, option in SOURCE_OPTIONS.items():
         importing.add_argument(
             "--" + option.replace("_", "-"),
@@ -71,6 +82,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     overrides = [option for option in SOURCE_OPTIONS.values() if getattr(arguments, option)]
     if arguments.profile != "full" and overrides:
         parser.error("--image-model, --speech-model and --caption-model choose --profile full's weights")
+    if arguments.profile != "bench" and arguments.bench_captioner != "base":
+        parser.error("--bench-captioner chooses --profile bench's captioner")
     return arguments
 
 
@@ -103,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for role in arguments.only or ROLES:
         if arguments.profile == "tiny":
             source, write = GENERATED, TINY_BUILDERS[role]
+        elif arguments.profile == "bench" and role == IMAGE_CAPTIONING:
+            source, write = BENCH_CAPTIONERS[arguments.bench_captioner]
         elif arguments.profile == "bench":
             source, write = GENERATED, BENCH_BUILDERS[role]
         else:
