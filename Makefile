@@ -65,7 +65,8 @@ lint: setup
 .PHONY: bench load
 
 # How close serving comes to the bare model (real model sizes, random weights): prints the table and writes
-# load_tests/RESULTS.md. The first run builds the bench models into .data/bench-store (~5 GB, a minute).
+# load_tests/RESULTS.md (within 20 minutes on 2 cores). The first run builds the bench models into
+# .data/bench-store (~7 GB, a few minutes).
 bench: setup
 	$(PY) -m load_tests.bench
 

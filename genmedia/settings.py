@@ -54,6 +54,7 @@ class Settings:
     body_timeout_s: float = 60.0
     blocked_prompt_terms_file: Path | None = None
     safety_checker: bool = True
+    caption_max_batch_size: int = 4
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -149,6 +150,7 @@ class Settings:
             body_timeout_s=seconds("BODY_TIMEOUT_S", 60.0),
             blocked_prompt_terms_file=Path(terms) if (terms := text("BLOCKED_PROMPT_TERMS_FILE")) else None,
             safety_checker=boolean("SAFETY_CHECKER", True),
+            caption_max_batch_size=integer("CAPTION_MAX_BATCH_SIZE", 4, 1),
         )
         settings._check_consistency()
         return settings

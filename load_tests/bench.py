@@ -1,42 +1,50 @@
-"""`make bench`: how close serving comes to the bare model (issue #9).
+"""`make bench`: how close serving comes to the bare model (issues #9 and #18).
 
 Every row of the table is a ratio A ÷ B of two things measured here, on 127.0.0.1, with the `bench` profile
-(the real models' sizes, random weights: `models/bench.py`) at 256 x 256 and one step:
+(the real models' sizes, random weights: `models/bench.py`), images at 256 x 256 and one step:
 
-- serving overhead (target ≤ 1.05): `/generate_image` p50 through the gateway, end to end ÷ the bare
-  pipeline's p50 for the same request in a plain process (`load_tests/bare.py`: the same loader,
-  generation, PNG encoding and upload to local storage);
+- serving overhead (target ≤ 1.05): `/generate_image` seconds through the gateway, end to end ÷ the bare
+  pipeline's for the same request in a plain process (`load_tests/bare.py`: the same loader, generation, PNG
+  encoding and upload to local storage);
 - throughput under load (≥ 0.95): images/s with 4 concurrent clients through the gateway ÷ images/s of the
   bare pipeline called back to back;
-- adaptive batching (reported): captions/s with 16 concurrent clients, the captioner as served ÷ the same
-  with its batching off (`load_tests/unbatched_captioner.py`);
+- adaptive batching (reported): captions/s with 8 concurrent clients, the BLIP-base-sized captioner as
+  served ÷ the same with CAPTION_MAX_BATCH_SIZE=1;
 - cold start (≤ 1.3): seconds from `bentoml serve` (the image service alone) to its first image ÷ seconds
   for a bare process to import, load and generate once;
-- cache hit (≤ 0.05): p50 of a repeated seeded request (answered from storage) ÷ p50 of a fresh generation;
+- cache hit (≤ 0.05): seconds of a repeated seeded request (answered from storage) ÷ its fresh generation;
 - memory (≤ 1.3): peak RSS of the image service's process tree ÷ peak RSS of the bare process;
+- caption speed, BLIP-base (≥ 2.0) and BLIP-large (≥ 1.6): captions/s of the captioner service with one
+  client (upload after upload) ÷ captions/s of stock transformers `generate` in a plain process on the same
+  image files (`load_tests/bare_captioner.py`), with as many torch threads as the service reserves cores;
+  the note says whether every caption was the same on both sides;
+- caption memory (≤ 1.3): peak RSS of the BLIP-large-sized captioner service's tree ÷ the bare process's.
 - batched images (on a GPU ≥ 1.5; on a CPU reported): images/s of `n=4` in one batched pipeline call
   (the image service's `/generate_images`) ÷ images/s of four single `/generate_image` calls back to back.
 - safety checker (≤ 0.05 on a GPU, reported on a CPU): the image safety checker's seconds per image ÷ the
   pipeline's seconds for that image, both timed in the bare process (`bare.py --safety-checker`). The
   servers of the other rows run with `SAFETY_CHECKER=off`, so that both sides of those rows do the same work.
 
-Method. The machine may be shared and its speed drifts, so each comparison is interleaved (A, B, A, B, ...)
-after a warm-up of each side, and the two sides of a row never run at the same time. Latencies are medians;
-throughputs are counted over whole rounds; peak RSS is sampled (psutil, every 0.1 s, summed over a process
-and its descendants). Sample counts are small because one CPU image takes seconds; the whole run is sized
-to finish within 15 minutes on 2 CPU cores.
+Method. The machine may be shared and its speed drifts, so each row is at least five pairs of
+measurements, interleaved (A B, B A, A B, ...) after a warm-up of each side, and the two sides of a pair
+never run at the same time. Each pair gives a ratio; a row's ratio is the median of its pairs (the row is
+met when the median is), shown with their min–max; A and B are each side's median. Peak RSS is sampled
+(psutil, every 0.1 s, summed over a process and its descendants). The whole run is sized to finish within
+20 minutes on 2 CPU cores.
 
-Model stores. Two BENTOML_HOMEs under `.data/bench-store`, built on the first run and reused (the importer
+Model stores. BENTOML_HOMEs under `.data/bench-store`, built on the first run and reused (the importer
 skips what is already there): `images` holds the bench text-to-image with tiny speech and captioning models
-(the gateway starts all three services and only images are measured: three bench-sized models beside the bare
-pipeline would crowd the memory and the cores), `captions` the bench captioner, served alone, and `safety` the bench
-safety checker (CLIP ViT-L/14), loaded by the bare process beside the images' pipeline. The table is printed
-and written to `load_tests/RESULTS.md`, whose hand-written section on missed targets is kept across runs.
-On a CUDA machine the same script measures the GPU path: the services and the bare process both pick the
-device with `genmedia.model_loading.pick_device` (the memory row then compares host memory, not GPU memory).
+(the gateway starts all three services and only images are measured: three bench-sized models beside the
+bare pipeline would crowd the memory and the cores); `captions` and `captions-large` hold the BLIP-base- and
+BLIP-large-sized captioners, each served alone, and `safety` the bench safety checker (CLIP
+ViT-L/14), loaded by the bare process beside the images' pipeline. The table is printed and written to
+`load_tests/RESULTS.md`, whose hand-written section on missed targets is kept across runs. On a CUDA
+machine the same script measures the GPU path for images: the services and the bare process both pick the
+device with `genmedia.model_loading.pick_device` (the memory row then compares host memory, not GPU memory);
+captions run on the CPU on both sides there too, as the captioner is served.
 
     python -m load_tests.bench                    # the benchmark (make bench)
-    python -m load_tests.bench --only batching    # some rows only (cold-start, gateway, batching,
+    python -m load_tests.bench --only captions    # some rows only (cold-start, gateway, batching, captions,
                                                   # batched-images, safety); no RESULTS.md
     python -m load_tests.bench --smoke            # the same code paths on tiny models, one sample each
 
@@ -71,6 +79,7 @@ from typing import TypeVar
 import httpx
 import psutil
 
+from services.image_captioning import CPUS as CAPTIONER_CPUS
 from testbed.serving import REPO_ROOT, Server, base_env
 
 A = TypeVar("A")
@@ -84,13 +93,14 @@ ANALYSIS_HEADING = "## Why targets are missed"
 GATEWAY = "services.gateway:Gateway"
 IMAGE_SERVICE = "services.text_to_image:TextToImage"
 CAPTIONER = "services.image_captioning:ImageCaptioning"
-UNBATCHED_CAPTIONER = "load_tests.unbatched_captioner:ImageCaptioning"
 
 PROMPT = "a lighthouse at dawn"
 SIDE = 256
 STEPS = 1
 IMAGE_CLIENTS = 4
-CAPTION_CLIENTS = 16
+CAPTION_CLIENTS = 8
+# The captioner sizes of the caption speed rows, by the store each is built into (`models/bench.py`).
+CAPTIONER_SIZES = {"BLIP-base": ("captions", "base"), "BLIP-large": ("captions-large", "large")}
 READY_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 600
 
@@ -99,12 +109,13 @@ REQUEST_TIMEOUT_S = 600
 class Plan:
     """How many samples each comparison takes (per side, after the warm-up)."""
 
-    cold_starts: int = 2
-    overhead_pairs: int = 6
-    throughput_rounds: int = 2  # each: at least IMAGE_CLIENTS images per side
-    cache_repeats: int = 8
-    checked_images: int = 6
-    caption_rounds: int = 1  # each: CAPTION_CLIENTS captions per side
+    cold_starts: int = 5
+    overhead_pairs: int = 5  # each also repeats its request, for the cache hit row
+    throughput_rounds: int = 5  # each: at least IMAGE_CLIENTS images per side
+    caption_rounds: int = 5  # each: CAPTION_CLIENTS captions per side
+    caption_speed_pairs: int = 5
+    caption_speed_images: int = 2  # per side and pair
+    checked_images: int = 5  # images the safety checker row times
     # Where an image takes milliseconds (a GPU), more pairs and longer rounds keep each side of a comparison
     # at least this long, so that it measures more than timer noise and one-off hiccups.
     overhead_seconds: float = 20.0
@@ -121,6 +132,9 @@ ROWS = {
     "memory": ("GB", ("<=", 1.3)),
     "batched images": ("img/s", None),  # the target is set when measured: on a GPU only
     "safety checker": ("s", ("<=", 0.05)),  # the target is a GPU's; on a CPU the row is reported
+    "caption speed, BLIP-base": ("captions/s", (">=", 2.0)),
+    "caption speed, BLIP-large": ("captions/s", (">=", 1.6)),
+    "caption memory": ("GB", ("<=", 1.3)),
 }
 
 # What one server session measures, by the name `--only` takes.
@@ -130,6 +144,7 @@ SESSIONS = {
     "batching": ["adaptive batching"],
     "batched-images": ["batched images"],
     "safety": ["safety checker"],
+    "captions": ["caption speed, BLIP-base", "caption speed, BLIP-large", "caption memory"],
 }
 
 FULL_PLAN = Plan()
@@ -137,9 +152,10 @@ SMOKE_PLAN = Plan(
     cold_starts=1,
     overhead_pairs=2,
     throughput_rounds=1,
-    cache_repeats=3,
     checked_images=2,
     caption_rounds=1,
+    caption_speed_pairs=1,
+    caption_speed_images=1,
     overhead_seconds=0.1,
     round_seconds=0.1,
 )
@@ -147,20 +163,25 @@ SMOKE_PLAN = Plan(
 
 @dataclass
 class Row:
-    """One line of the table: A ÷ B against a target (`("<=", 1.05)`, or None for a reported figure)."""
+    """One line of the table: A ÷ B against a target (`("<=", 1.05)`, or None for a reported figure).
+
+    `pairs` holds the ratio of each interleaved pair of measurements; the row's ratio is their median (a row
+    is met when its median is), and the table shows their range. A and B are the medians of each side.
+    """
 
     name: str
     unit: str
     target: tuple[str, float] | None
     a: float | None = None
     b: float | None = None
+    pairs: list[float] = field(default_factory=list)
     note: str = ""
     error: str | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
-        return None if self.a is None or not self.b else self.a / self.b
+        return median(self.pairs) if self.pairs else None
 
     @property
     def met(self) -> bool | None:
@@ -174,15 +195,25 @@ class Row:
         unit, target = ROWS[name]
         return cls(name, unit, target)
 
+    def measured(self, a_samples: list[float], b_samples: list[float]) -> None:
+        """Both sides' samples, pair by pair (the i-th of A was taken next to the i-th of B)."""
+        if len(a_samples) != len(b_samples) or not a_samples:
+            raise BenchError(f"{self.name}: {len(a_samples)} and {len(b_samples)} samples do not pair")
+        if not all(b_samples):
+            raise BenchError(f"{self.name}: a side measured zero, no ratio")
+        self.a, self.b = median(a_samples), median(b_samples)
+        self.pairs = [a / b for a, b in zip(a_samples, b_samples, strict=True)]
+
     def cells(self) -> list[str]:
         if self.error is not None:
-            return [self.name, "failed", "failed", "–", f"{self.target_text()}: not measured"]
+            return [self.name, "failed", "failed", "–", "–", f"{self.target_text()}: not measured"]
         verdict = {True: " met", False: " **missed**", None: ""}[self.met]
         return [
             self.name,
             f"{self.a:.3g} {self.unit}",
             f"{self.b:.3g} {self.unit}",
             f"{self.ratio:.3f}",
+            f"{min(self.pairs):.3f}–{max(self.pairs):.3f} ({len(self.pairs)} pairs)",
             self.target_text() + verdict,
         ]
 
@@ -204,9 +235,11 @@ def log(message: str) -> None:
 # --- Model stores -------------------------------------------------------------------------------------------
 
 
-def import_models(home: Path, profile: str, *roles: str) -> None:
+def import_models(home: Path, profile: str, *roles: str, bench_captioner: str = "base") -> None:
     """`python -m models import --profile PROFILE --only ROLE ...` into `home` (skipped when already there)."""
     only = [argument for role in roles for argument in ("--only", role)]
+    if profile == "bench":
+        only += ["--bench-captioner", bench_captioner]
     result = subprocess.run(
         [sys.executable, "-m", "models", "import", "--profile", profile, *only],
         cwd=REPO_ROOT,
@@ -220,18 +253,21 @@ def import_models(home: Path, profile: str, *roles: str) -> None:
         raise BenchError(f"model import into {home} failed:\n{result.stderr[-3000:]}")
 
 
-def prepare_stores(smoke: bool) -> tuple[Path, Path, Path]:
-    """The BENTOML_HOMEs of the image rows, the caption row and the safety checker's, built on the first run."""
+def prepare_stores(smoke: bool) -> tuple[Path, dict[str, Path], Path]:
+    """The BENTOML_HOMEs of the image rows, of each captioner size and of the safety checker, built on the first run."""
     if smoke:
         home = STORES / "smoke"
         import_models(home, "tiny")
-        return home, home, home
-    images, captions, safety = STORES / "images", STORES / "captions", STORES / "safety"
+        return home, dict.fromkeys(CAPTIONER_SIZES, home), home
+    images, safety = STORES / "images", STORES / "safety"
     # Each role is imported by one profile only, so a re-run finds every latest version already in place.
     # The image service needs a safety checker in its store even when it is off: the tiny one.
     import_models(images, "tiny", "text-to-speech", "image-captioning", "safety-checker")
     import_models(images, "bench", "text-to-image")
-    import_models(captions, "bench", "image-captioning")
+    captions = {}
+    for size, (store, option) in CAPTIONER_SIZES.items():
+        captions[size] = STORES / store
+        import_models(captions[size], "bench", "image-captioning", bench_captioner=option)
     import_models(safety, "bench", "safety-checker")
     return images, captions, safety
 
@@ -243,7 +279,11 @@ class StoredModel:
     metadata: dict
 
 
-def stored_model(home: Path, role: str) -> StoredModel:
+def stored_text_to_image(home: Path) -> StoredModel:
+    return stored(home, "text-to-image")
+
+
+def stored(home: Path, role: str) -> StoredModel:
     """The model of `role` the services will load from `home`, looked up as they do."""
     code = (
         "import json; from genmedia.model_loading import stored_model; "
@@ -272,7 +312,7 @@ class PeakMemory:
         self.tree = 0
         self.largest = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+        self._thread = threading.Thread(target=self._sample_every_interval, name="peak-memory", daemon=True)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -281,24 +321,28 @@ class PeakMemory:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()  # a measurement shorter than the interval still gets one sample
+
+    def _sample_every_interval(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
 
     def _sample(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            pid = self.root_pid()
-            if pid is None:
-                continue
-            try:
-                root = psutil.Process(pid)
-                processes = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            sizes = []
-            for process in processes:
-                with contextlib.suppress(psutil.Error):
-                    sizes.append(process.memory_info().rss)
-            if sizes:
-                self.tree = max(self.tree, sum(sizes))
-                self.largest = max(self.largest, max(sizes))
+        pid = self.root_pid()
+        if pid is None:
+            return
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        sizes = []
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                sizes.append(process.memory_info().rss)
+        if sizes:
+            self.tree = max(self.tree, sum(sizes))
+            self.largest = max(self.largest, max(sizes))
 
 
 class BarePipeline:
@@ -370,6 +414,33 @@ class BarePipeline:
                 self.process.wait()
 
 
+class BareCaptioner:
+    """`load_tests/bare_captioner.py` in a child process: stock `generate`, one image after another."""
+
+    def __init__(self, home: Path, model: StoredModel, image_dir: Path, log_path: Path):
+        with open(log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "load_tests.bare_captioner", model.path, str(image_dir), str(CAPTIONER_CPUS)],
+                cwd=REPO_ROOT,
+                env=base_env(home),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+            )
+        self.log_path = log_path
+
+    read_event = BarePipeline.read_event
+    close = BarePipeline.close
+
+    def caption(self, names: list[str]) -> tuple[float, list[str]]:
+        """Seconds the bare process took to caption these image files one by one, and their captions."""
+        self.process.stdin.write(json.dumps({"images": names}) + "\n")
+        self.process.stdin.flush()
+        answer = self.read_event()
+        return float(answer["seconds"]), answer["captions"]
+
+
 def post_image(client: httpx.Client, url: str, seed: int, wait_unavailable_s: float = 0) -> tuple[float, dict]:
     """One `/generate_image` at the bench size: its end-to-end seconds and its answer.
 
@@ -414,6 +485,14 @@ class ServiceModelTime:
     def mean(self) -> float:
         total, count = self.read()
         return (total - self.start[0]) / (count - self.start[1]) if count > self.start[1] else float("nan")
+
+
+def caption_of(client: httpx.Client, url: str, image: bytes) -> str:
+    """One `/caption_image`: the caption."""
+    response = client.post(f"{url}/caption_image", files={"image": ("bench.png", image, "image/png")})
+    if response.status_code != 200:
+        raise BenchError(f"/caption_image answered {response.status_code}: {response.text[:500]}")
+    return response.json()["caption"]
 
 
 def post_caption(client: httpx.Client, url: str, image: bytes) -> str | None:
@@ -469,9 +548,10 @@ class BenchServer(Server):
         raise RuntimeError(f"{self.target} not ready after {timeout_s} s:\n{self.log_tail()}")
 
 
-def bench_server(target: str, home: Path, directory: Path) -> Server:
+def bench_server(target: str, home: Path, directory: Path, **settings: str) -> Server:
     """`bentoml serve TARGET` on the store in `home`, with its log, storage, spool and BENTOML_HOME (whose
-    metrics and task database a server wipes when it starts) in a directory of its own."""
+    metrics and task database a server wipes when it starts) in a directory of its own; `settings` are
+    more environment variables."""
     directory.mkdir(parents=True)
     env = base_env(
         home,
@@ -481,6 +561,7 @@ def bench_server(target: str, home: Path, directory: Path) -> Server:
         MODEL_PROFILE="bench",
         # The bare pipeline these servers are compared with runs no checker; its cost is a row of its own.
         SAFETY_CHECKER="off",
+        **settings,
     )
     server = BenchServer(target, env, directory / "server.log")
     server.env["PUBLIC_BASE_URL"] = server.url
@@ -526,20 +607,20 @@ def cold_start_and_memory(home: Path, model: StoredModel, work: Path, plan: Plan
 
         for index in range(plan.cold_starts):
             in_turn(index, partial(served, index), partial(bare, index))
-    cold.a, cold.b = median(served_s), median(bare_s)
+    cold.measured(served_s, bare_s)
     cold.samples = {"served s": served_s, "bare s": bare_s}
     cold.note = (
         "served: the image service alone, from `bentoml serve` to its first 256² image; bare: from the process "
         f"start to its first image, of which imports and loading took {median(bare_loaded_s):.1f} s"
     )
-    memory.a, memory.b = max(served_rss) / 1e9, max(bare_rss) / 1e9
+    memory.measured([value / 1e9 for value in served_rss], [value / 1e9 for value in bare_rss])
     memory.samples = {
         "served tree GB": [value / 1e9 for value in served_rss],
         "served worker GB": [value / 1e9 for value in served_worker],
         "bare GB": [value / 1e9 for value in bare_rss],
     }
     memory.note = (
-        "peak over the cold-start runs, summed over each process tree; the service's largest process alone "
+        "peak of each cold-start run, summed over each process tree; the service's largest process alone "
         f"peaked at {max(served_worker) / 1e9:.2f} GB"
     )
     return [cold, memory]
@@ -565,20 +646,24 @@ def gateway_rows(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) 
             pairs = max(plan.overhead_pairs, min(100, math.ceil(plan.overhead_seconds / image_s)))
             per_client = max(1, min(50, math.ceil(plan.round_seconds / (IMAGE_CLIENTS * image_s))))
 
-            served, direct, direct_model, fresh_seeds = [], [], [], []
+            served, direct, direct_model, repeats = [], [], [], []
             served_model = ServiceModelTime(gateway)
             for index in range(pairs):
                 seed = next(seeds)  # the same request on both sides, each into its own storage
-                fresh_seeds.append(seed)
                 (served_s, _), direct_s = in_turn(
                     index, partial(post_image, client, gateway.url, seed), partial(bare.generate, seed)
                 )
                 served.append(served_s)
                 direct.append(direct_s)
                 direct_model.append(bare.model_s)
+                # The same request again, answered from storage: the cache hit row's pair of this one.
+                repeat_s, answer = post_image(client, gateway.url, seed)
+                if not answer["cached"]:
+                    raise BenchError(f"a repeated seeded request was generated again: {answer}")
+                repeats.append(repeat_s)
                 if pairs <= 10 or index + 1 == pairs:
                     log(f"overhead {index + 1}/{pairs}: gateway {served[-1]:.2f} s, bare {direct[-1]:.2f} s")
-            overhead.a, overhead.b = median(served), median(direct)
+            overhead.measured(served, direct)
             overhead.samples = {"gateway s": served, "bare s": direct}
             served_mean, service_model_s = statistics.fmean(served), served_model.mean()
             overhead.note = (
@@ -610,21 +695,16 @@ def gateway_rows(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) 
                     f"throughput {index + 1}/{plan.throughput_rounds}: gateway {served_rates[-1]:.3f} img/s, "
                     f"bare {direct_rates[-1]:.3f} img/s"
                 )
-            # Rounds of equal size: images over total time is the harmonic mean of the rounds' rates.
-            throughput.a = statistics.harmonic_mean(served_rates)
-            throughput.b = statistics.harmonic_mean(direct_rates)
+            throughput.measured(served_rates, direct_rates)
             throughput.samples = {"gateway img/s": served_rates, "bare img/s": direct_rates}
             throughput.note = f"rounds of {round_images} images: {IMAGE_CLIENTS} concurrent clients vs back to back"
 
-            repeats = []
-            for _ in range(plan.cache_repeats):
-                seconds, answer = post_image(client, gateway.url, fresh_seeds[0])
-                if not answer["cached"]:
-                    raise BenchError(f"a repeated seeded request was generated again: {answer}")
-                repeats.append(seconds)
-            cache.a, cache.b = median(repeats), overhead.a
+            cache.measured(repeats, served)
             cache.samples = {"repeat s": repeats}
-            cache.note = "repeats of a seeded request already made (answered by the gateway from storage) vs fresh"
+            cache.note = (
+                "each overhead pair's seeded request made again right after it (answered by the gateway from "
+                "storage) vs its fresh generation through the gateway"
+            )
     finally:
         gateway.stop()
         bare.close()
@@ -634,7 +714,7 @@ def gateway_rows(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) 
 def safety_row(home: Path, safety_home: Path, model: StoredModel, work: Path, plan: Plan, seeds) -> list[Row]:
     """The safety checker's seconds per image against the pipeline's, both in the bare process."""
     row = Row.named("safety checker")
-    checker = stored_model(safety_home, "safety-checker")
+    checker = stored(safety_home, "safety-checker")
     log(f"starting the bare pipeline with the safety checker {checker.tag}")
     bare = BarePipeline(home, model, work / "safety-files", work / "safety.log", safety_checker=checker)
     try:
@@ -648,7 +728,7 @@ def safety_row(home: Path, safety_home: Path, model: StoredModel, work: Path, pl
             log(f"safety checker {index + 1}/{plan.checked_images}: {check_s[-1]:.3f} s, image {model_s[-1]:.2f} s")
     finally:
         bare.close()
-    row.a, row.b = median(check_s), median(model_s)
+    row.measured(check_s, model_s)
     row.samples = {"checker s": check_s, "image s": model_s}
     if device != "cuda":
         row.target = None
@@ -660,11 +740,11 @@ def safety_row(home: Path, safety_home: Path, model: StoredModel, work: Path, pl
 
 
 def batching_row(home: Path, work: Path, plan: Plan) -> list[Row]:
-    """The captioner as served, and with batching off, side by side; rounds of 16 concurrent captions."""
+    """The captioner as served, and with batching off, side by side; rounds of concurrent captions."""
     row = Row.named("adaptive batching")
     servers = {
         "batched": bench_server(CAPTIONER, home, work / "captioner"),
-        "unbatched": bench_server(UNBATCHED_CAPTIONER, home, work / "unbatched"),
+        "unbatched": bench_server(CAPTIONER, home, work / "unbatched", CAPTION_MAX_BATCH_SIZE="1"),
     }
     log("starting the captioner twice: as served, and with batching off")
     images = caption_images(CAPTION_CLIENTS)
@@ -704,18 +784,18 @@ def batching_row(home: Path, work: Path, plan: Plan) -> list[Row]:
     finally:
         for server in servers.values():
             server.stop()
-    row.a = statistics.harmonic_mean(rates["batched"])
-    row.b = statistics.harmonic_mean(rates["unbatched"])
+    if not all(rates["batched"]) or not all(rates["unbatched"]):
+        raise BenchError(f"no captions in a whole round: {refusals}")
+    row.measured(rates["batched"], rates["unbatched"])
     row.samples = {"batched captions/s": rates["batched"], "unbatched captions/s": rates["unbatched"]}
     row.note = (
-        f"captioner alone, rounds of {CAPTION_CLIENTS} concurrent uploads; mean images per forward pass: "
+        f"captioner alone (the second with CAPTION_MAX_BATCH_SIZE=1), rounds of {CAPTION_CLIENTS} concurrent "
+        "uploads; mean images per forward pass: "
         f"{mean_batch['batched']:.2f} batched, {mean_batch['unbatched']:.2f} unbatched"
     )
     for name, answers in refusals.items():
         if answers:
             row.note += f"; {len(answers)} {name} upload(s) not captioned (counted as no caption), e.g. {answers[0]}"
-    if not row.a or not row.b:
-        raise BenchError(f"no captions in a whole round: {row.note}")
     return [row]
 
 
@@ -774,7 +854,7 @@ class BatchedImages:
                     log(f"batched images {index + 1}/{self.rounds}: n={self.COUNT} {a:.3f} img/s, singles {b:.3f}")
         finally:
             self.server.stop()
-        row.a, row.b = statistics.harmonic_mean(batched), statistics.harmonic_mean(singles)
+        row.measured(batched, singles)
         row.samples = {f"n={self.COUNT} img/s": batched, "single img/s": singles}
         on_gpu = torch.cuda.is_available()
         row.target = self.GPU_TARGET if on_gpu else None
@@ -783,6 +863,87 @@ class BatchedImages:
             f"back; {'GPU: target ≥ 1.5' if on_gpu else 'CPU: reported (a GPU is expected to exceed 1.5)'}"
         )
         return [row]
+
+
+def caption_rows(homes: dict[str, Path], work: Path, plan: Plan) -> list[Row]:
+    """Caption speed for each captioner size; caption memory from the last (BLIP-large, `full`'s default)."""
+    uploads = caption_images(plan.caption_speed_images * plan.caption_speed_pairs)
+    image_dir = work / "caption-images"
+    image_dir.mkdir()
+    for index, upload in enumerate(uploads):
+        (image_dir / f"{index}.png").write_bytes(upload)
+    rows = [caption_speed(size, home, image_dir, uploads, work, plan) for size, home in homes.items()]
+    return [speed for speed, _ in rows] + [rows[-1][1]]
+
+
+def caption_speed(
+    size: str, home: Path, image_dir: Path, uploads: list[bytes], work: Path, plan: Plan
+) -> tuple[Row, Row]:
+    """The service (one client, one upload after another) beside the bare process on the same images, pair
+    by pair; and the peak RSS of each side during each of its rounds."""
+    speed, memory = Row.named(f"caption speed, {size}"), Row.named("caption memory")
+    model = stored(home, "image-captioning")
+    log(f"caption speed, {size}: starting the captioner and the bare process ({model.tag})")
+    server = bench_server(CAPTIONER, home, work / f"captioner-{size}")
+    bare = BareCaptioner(home, model, image_dir, work / f"bare-captioner-{size}.log")
+    served_rates, bare_rates, served_rss, bare_rss = [], [], [], []
+    differing: list[tuple[str, str]] = []
+
+    def served_round(client: httpx.Client, batch: list[int]) -> tuple[float, list[str]]:
+        with PeakMemory(lambda: server.process.pid) as peak:
+            started = time.perf_counter()
+            captions = [caption_of(client, server.url, uploads[i]) for i in batch]
+            seconds = time.perf_counter() - started
+        served_rss.append(peak.tree)
+        return len(batch) / seconds, captions
+
+    def bare_round(batch: list[int]) -> tuple[float, list[str]]:
+        with PeakMemory(lambda: bare.process.pid) as peak:
+            seconds, captions = bare.caption([f"{i}.png" for i in batch])
+        bare_rss.append(peak.tree)
+        return len(batch) / seconds, captions
+
+    try:
+        server.start(ready_timeout_s=READY_TIMEOUT_S)
+        bare.read_event()
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+            # Warm-up: the first caption of a process pays one-off costs on either side.
+            caption_of(client, server.url, uploads[0])
+            bare.caption(["0.png"])
+            for index in range(plan.caption_speed_pairs):
+                batch = list(range(index * plan.caption_speed_images, (index + 1) * plan.caption_speed_images))
+                (served_rate, served_captions), (bare_rate, bare_captions) = in_turn(
+                    index, partial(served_round, client, batch), partial(bare_round, batch)
+                )
+                served_rates.append(served_rate)
+                bare_rates.append(bare_rate)
+                differing += [pair for pair in zip(served_captions, bare_captions, strict=True) if pair[0] != pair[1]]
+                log(
+                    f"caption speed, {size} {index + 1}/{plan.caption_speed_pairs}: service "
+                    f"{served_rate:.3f}/s, bare {bare_rate:.3f}/s"
+                )
+    finally:
+        server.stop()
+        bare.close()
+    speed.measured(served_rates, bare_rates)
+    speed.samples = {"service captions/s": served_rates, "bare captions/s": bare_rates}
+    identical = "all identical" if not differing else f"{len(differing)} differ, e.g. {differing[0]}"
+    speed.note = (
+        f"{size}-sized captioner, rounds of {plan.caption_speed_images} distinct 640×480 uploads: the service "
+        "with one client (upload after upload, end to end) vs stock `generate` on the same files in a bare "
+        f"process, {CAPTIONER_CPUS} torch threads each; captions {identical}"
+    )
+    memory.measured(memory_samples(served_rss), memory_samples(bare_rss))
+    memory.samples = {"service tree GB": memory_samples(served_rss), "bare GB": memory_samples(bare_rss)}
+    memory.note = (
+        f"{size}-sized captioner: peak RSS during each caption speed round, the service's process tree vs "
+        "the bare process"
+    )
+    return speed, memory
+
+
+def memory_samples(values: list[int]) -> list[float]:
+    return [value / 1e9 for value in values]
 
 
 # --- Report -------------------------------------------------------------------------------------------------
@@ -805,7 +966,7 @@ def machine_description() -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| row | A | B | ratio | target |", "|---|---|---|---|---|"]
+    lines = ["| row | A (median) | B (median) | ratio (median of pairs) | min–max | target |", "|---" * 6 + "|"]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -844,8 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=SESSIONS,
         help="measure only these rows (repeatable: cold-start = cold start and memory, gateway = overhead, "
-        "throughput and cache hit, batching, batched-images, safety = the safety checker); RESULTS.md is written "
-        "only when all are measured",
+        "throughput and cache hit, batching, captions = caption speed and memory, batched-images, safety = the "
+        "safety checker); RESULTS.md is written only when all are measured",
     )
     arguments = parser.parse_args(argv)
     chosen = arguments.only or list(SESSIONS)
@@ -855,15 +1016,16 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    images_home, captions_home, safety_home = prepare_stores(arguments.smoke)
-    model = stored_model(images_home, "text-to-image")
+    images_home, captions_homes, safety_home = prepare_stores(arguments.smoke)
+    model = stored_text_to_image(images_home)
     seeds = itertools.count(int(time.time()) % 1_000_000)  # fresh keys in every run
 
     rows: dict[str, Row] = {}
     measures = {
         "cold-start": lambda: cold_start_and_memory(images_home, model, WORK, plan, seeds),
         "gateway": lambda: gateway_rows(images_home, model, WORK, plan, seeds),
-        "batching": lambda: batching_row(captions_home, WORK, plan),
+        "batching": lambda: batching_row(captions_homes["BLIP-base"], WORK, plan),
+        "captions": lambda: caption_rows(captions_homes, WORK, plan),
         "batched-images": lambda: BatchedImages(images_home, WORK, plan, seeds).measure(),
         "safety": lambda: safety_row(images_home, safety_home, model, WORK, plan, seeds),
     }
@@ -890,7 +1052,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {machine_description()}; load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (other work shares this machine)\n"
         f"- models: `{model.tag}` ({'tiny' if arguments.smoke else 'bench: SD-1.5-sized'}) at {SIDE}×{SIDE}, "
-        f"{STEPS} step; captions: the {'tiny' if arguments.smoke else 'bench (BLIP-base-sized)'} captioner"
+        f"{STEPS} step; captions: the {'tiny' if arguments.smoke else 'bench (BLIP-base- and BLIP-large-sized)'} "
+        "captioners, on the CPU"
     )
     print(f"\n{header}\n\n{table(ordered)}\n\n{details(ordered)}\n\nbench took {elapsed / 60:.1f} min", flush=True)
     if not arguments.smoke and arguments.only is None:

@@ -35,6 +35,11 @@ BENCH_BUILDERS = {
     IMAGE_CAPTIONING: bench.build_image_captioning,
     SAFETY_CHECKER: bench.build_safety_checker,
 }
+# `--bench-captioner`: the bench captioner's size; the source label tells the two apart in a store.
+BENCH_CAPTIONERS = {
+    "base": (GENERATED, bench.build_image_captioning),
+    "large": (f"{GENERATED}-blip-large", bench.build_image_captioning_large),
+}
 FULL_IMPORTERS = {
     TEXT_TO_IMAGE: full.import_text_to_image,
     TEXT_TO_SPEECH: full.import_text_to_speech,
@@ -70,6 +75,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help=f"import only this role (repeatable; one of {', '.join(ROLES)}), e.g. to serve one bench-sized "
         "model beside tiny ones",
     )
+    importing.add_argument(
+        "--bench-captioner",
+        choices=BENCH_CAPTIONERS,
+        default="base",
+        help="--profile bench's captioner: BLIP-base's size (default) or BLIP-large's (the full profile's default)",
+    )
     for role, option in SOURCE_OPTIONS.items():
         importing.add_argument(
             "--" + option.replace("_", "-"),
@@ -89,6 +100,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--image-model, --speech-model, --caption-model, --safety-model choose --profile full's weights")
     if arguments.profile != "tiny" and arguments.safety_threshold is not None:
         parser.error("--safety-threshold sets the tiny safety checker's thresholds (the others' are their weights')")
+    if arguments.profile != "bench" and arguments.bench_captioner != "base":
+        parser.error("--bench-captioner chooses --profile bench's captioner")
     return arguments
 
 
@@ -137,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 threshold = arguments.safety_threshold
                 options = {"concept_threshold": tiny.UNFLAGGING_THRESHOLD if threshold is None else threshold}
                 write = functools.partial(write, **options)
+        elif arguments.profile == "bench" and role == IMAGE_CAPTIONING:
+            source, write = BENCH_CAPTIONERS[arguments.bench_captioner]
         elif arguments.profile == "bench":
             source, write = GENERATED, BENCH_BUILDERS[role]
         else:

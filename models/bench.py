@@ -4,8 +4,9 @@ A model's compute does not depend on its weights' values (only how long a genera
 captioner), so random weights at the published sizes cost what the real models cost: `load_tests/bench.py`
 measures serving against them without a download. The sizes are those of Stable Diffusion 1.5 (a
 860 M-parameter UNet, CLIP ViT-L/14's text encoder, the SD VAE: ~4 GB in float32; SDXL would be ~16 GB and
-35-40 s a 512² image on a 2-core CPU), BLIP-base's captioner, Parler-TTS mini v1 (flan-t5-large
-encoder, a 24-layer decoder, the 44.1 kHz DAC), and the Stable Diffusion safety checker (CLIP ViT-L/14).
+35-40 s a 512² image on a 2-core CPU), BLIP-base's captioner (BLIP-large's with `--bench-captioner large`),
+Parler-TTS mini v1 (flan-t5-large encoder, a 24-layer decoder, the 44.1 kHz DAC), and the Stable Diffusion
+safety checker (CLIP ViT-L/14).
 
 Building a model the usual way runs each layer's initialiser over every weight, slowly on a CPU. Here each
 model is built on the `meta` device (shapes, no memory), then given uninitialised CPU memory and filled with
@@ -104,6 +105,18 @@ def build_text_to_image(directory: Path) -> dict[str, Any]:
 
 def build_image_captioning(directory: Path) -> dict[str, Any]:
     """BLIP-base's captioner: a ViT-B/16 image encoder at 384 x 384 and a BERT-base decoder."""
+    return _build_blip_captioner(directory, hidden_size=768, intermediate_size=3072, layers=12, heads=12)
+
+
+def build_image_captioning_large(directory: Path) -> dict[str, Any]:
+    """BLIP-large's captioner (the `full` profile's default): a ViT-L/16 encoder at 384 x 384, the same decoder."""
+    return _build_blip_captioner(directory, hidden_size=1024, intermediate_size=4096, layers=24, heads=16)
+
+
+def _build_blip_captioner(
+    directory: Path, hidden_size: int, intermediate_size: int, layers: int, heads: int
+) -> dict[str, Any]:
+    """A BLIP captioner with this image encoder and BLIP's BERT-base decoder, which cross-attends to it."""
     import torch
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
@@ -115,10 +128,10 @@ def build_image_captioning(directory: Path) -> dict[str, Any]:
                 vision_config={
                     "image_size": image_size,
                     "patch_size": 16,
-                    "hidden_size": 768,
-                    "intermediate_size": 3072,
-                    "num_hidden_layers": 12,
-                    "num_attention_heads": 12,
+                    "hidden_size": hidden_size,
+                    "intermediate_size": intermediate_size,
+                    "num_hidden_layers": layers,
+                    "num_attention_heads": heads,
                 },
                 text_config={
                     "vocab_size": BERT_VOCAB,
@@ -126,7 +139,7 @@ def build_image_captioning(directory: Path) -> dict[str, Any]:
                     "intermediate_size": 3072,
                     "num_hidden_layers": 12,
                     "num_attention_heads": 12,
-                    "encoder_hidden_size": 768,
+                    "encoder_hidden_size": hidden_size,
                     "max_position_embeddings": 512,
                     "bos_token_id": tokenizer.bos_token_id,
                     "sep_token_id": tokenizer.sep_token_id,
@@ -139,7 +152,7 @@ def build_image_captioning(directory: Path) -> dict[str, Any]:
         )
     fill_random(model, SEED)
     # Random weights never predict a caption's end, so every caption would run to the service's token cap,
-    # at twice or three times a real caption's cost. A trained BLIP-base ends after about ten words; so does
+    # at twice or three times a real caption's cost. A trained BLIP ends after about ten words; so does
     # this one: [SEP] is held back for CAPTION_TOKENS tokens, then outscores every other token (random logits
     # are of order one), and greedy or beam search ends there.
     with torch.no_grad():

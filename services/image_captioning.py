@@ -10,8 +10,10 @@ A request goes through two steps:
    size, on the decode threads (`DECODES`), so big photos decode in parallel, in bounded numbers, and never
    hold up the model;
 2. it then calls `caption_batch` through the service's own client (`self.to_async`), and BentoML's
-   dispatcher merges the images of concurrent requests into one `generate` call. Captions are decoded
-   deterministically (greedy, no sampling), so an image gets the same caption alone or in a batch.
+   dispatcher merges the images of concurrent requests into one `generate` call (up to
+   CAPTION_MAX_BATCH_SIZE). Captions are decoded deterministically (greedy, no sampling), so an image gets
+   the same caption alone or in a batch; `genmedia.caption_decoding` runs stock `generate` with the image's
+   cross-attention keys and values computed once per caption instead of once per token.
 """
 
 import io
@@ -32,24 +34,23 @@ from genmedia.contract.requests import CaptionResult
 from genmedia.contract.uploads import DECODES, read_upload_image
 from genmedia.metrics import metrics
 from genmedia.model_loading import IMAGE_CAPTIONING, load_image_captioner
+from genmedia.settings import get_settings
 from services import ONE_LASTING_CONNECTION
 
 CPUS = 2
-# Greedy decoding: deterministic, and on a CPU beam search would cost as many decoder passes as beams (BLIP's
-# decoder recomputes its cross-attention over all image patches at every token). A caption is one sentence;
-# 30 tokens leave room for a long one.
+# Greedy decoding: deterministic, and on a CPU beam search would cost as many decoder passes as beams. A
+# caption is one sentence; 30 tokens leave room for a long one.
 NUM_BEAMS = 1
 MAX_NEW_TOKENS = 30
-# Measured on this project's 2-core dev machine (torch 2.11 CPU, greedy, 20 tokens):
-# - BLIP-large's shape (ViT-L/16 at 384 px, the `full` profile): about 21-26 CPU-seconds per image (11 s of
-#   wall time on 2 idle cores) at batch sizes 1, 2 and 4 alike. The decoder is compute-bound, so a batch
-#   brings no throughput, only waits for everyone in it until the last caption is done.
-# - the `tiny` profile (and small models such as ViT-GPT2): per-call overhead dominates, 170-200 ms per pass
-#   whether it holds 1 or 16 images, so a batch of n is nearly n times the throughput.
-# A cap of 4 takes most of the small models' gain and keeps BLIP-large's longest pass near 45 s.
-MAX_BATCH_SIZE = 4
+# The most images one `generate` call takes (CAPTION_MAX_BATCH_SIZE, default 4; 1 serves without batching).
+# With the image's keys and values projected once per caption (`genmedia.caption_decoding`), what is left of
+# a token's work is streaming the decoder's weights from memory, shared by every image of a batch: on 2 CPU
+# cores, 4 BLIP-base-sized captions took 25 CPU-seconds as one batch of 4 against 35 one by one. Small
+# models (`tiny`, ViT-GPT2) are all per-call overhead, so there a batch of n is nearly n times the throughput.
+MAX_BATCH_SIZE = get_settings().caption_max_batch_size
 # The dispatcher answers 503 when a request's wait plus its predicted pass would exceed this: a pass of 4
-# on BLIP-large running ahead of it and then its own (2 × 45 s), so a burst queues instead of failing.
+# on BLIP-large running ahead of it and then its own (2 × 45 s, before the projections were cached), so a
+# burst queues instead of failing.
 MAX_LATENCY_MS = 90_000
 
 
@@ -95,12 +96,16 @@ class ImageCaptioning:
     def __init__(self) -> None:
         import torch
 
+        # Imported here, as torch is: the gateway imports this module and starts without torch.
+        from genmedia.caption_decoding import CaptionDecoder
+
         started = time.perf_counter()
         # One thread per reserved core: PyTorch would otherwise start one per host core and oversubscribe.
         # OMP_NUM_THREADS overrides it, for machines where other processes share these cores.
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(CPUS)
         self.captioner = load_image_captioner(self.model.path, "cpu", torch.float32)
+        self.decoder = CaptionDecoder(self.captioner.model)
         self.version = str(self.model.tag)
         self.input_size, self.resample = model_input_size(self.captioner.processor)
         self.describe([Image.new("RGB", (64, 64), "gray")])
@@ -118,8 +123,8 @@ class ImageCaptioning:
 
         pixel_values = self.captioner.processor(images=images, return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
-            ids = self.captioner.model.generate(
-                pixel_values=pixel_values, num_beams=NUM_BEAMS, do_sample=False, max_new_tokens=MAX_NEW_TOKENS
+            ids = self.decoder.generate(
+                pixel_values, num_beams=NUM_BEAMS, do_sample=False, max_new_tokens=MAX_NEW_TOKENS
             )
         return [caption.strip() for caption in self.captioner.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
@@ -141,7 +146,8 @@ class ImageCaptioning:
         buffer.seek(0)
         return sendable
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    # BentoML wants a max_batch_size of at least 2 even where the API does not batch.
+    @bentoml.api(batchable=MAX_BATCH_SIZE > 1, max_batch_size=max(MAX_BATCH_SIZE, 2), max_latency_ms=MAX_LATENCY_MS)
     def caption_batch(self, images: list[BatchImage]) -> list[str]:
         """Captions for images already at the model's input size; BentoML merges concurrent calls."""
         started = time.perf_counter()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 
 import pytest
 
 from genmedia.settings import Settings, SettingsError
+from testbed.serving import REPO_ROOT
 
 
 def test_defaults_use_local_storage():
@@ -19,6 +23,7 @@ def test_defaults_use_local_storage():
     assert settings.auth_failures_per_minute == 10
     assert ipaddress.ip_address("127.0.0.1") in settings.metrics_allowed[0]
     assert not any(ipaddress.ip_address("192.0.2.1") in network for network in settings.metrics_allowed)
+    assert settings.caption_max_batch_size == 4
 
 
 @pytest.mark.parametrize("missing", ["SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"])
@@ -82,3 +87,26 @@ def test_metrics_allowed_takes_addresses_and_cidrs():
     assert settings.metrics_allowed == (ipaddress.ip_network("192.0.2.0/24"),)
     with pytest.raises(SettingsError, match="METRICS_ALLOWED"):
         Settings.from_env({"METRICS_ALLOWED": "everyone"})
+    assert "api_keys=2" in shown
+
+
+@pytest.mark.parametrize("value", ["none", "0", "-1"])
+def test_a_bad_caption_batch_size_names_the_variable(value):
+    with pytest.raises(SettingsError, match="CAPTION_MAX_BATCH_SIZE"):
+        Settings.from_env({"CAPTION_MAX_BATCH_SIZE": value})
+
+
+@pytest.mark.parametrize(("value", "batchable", "max_batch_size"), [(None, True, 4), ("1", False, 2)])
+def test_the_captioner_batches_up_to_caption_max_batch_size(value, batchable, max_batch_size):
+    """The service reads it when imported; 1 serves `caption_batch` one request at a time."""
+    env = {key: item for key, item in os.environ.items() if key != "CAPTION_MAX_BATCH_SIZE"}
+    if value is not None:
+        env["CAPTION_MAX_BATCH_SIZE"] = value
+    code = (
+        "from services.image_captioning import ImageCaptioning; "
+        "api = ImageCaptioning.apis['caption_batch']; print(api.batchable, api.max_batch_size)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == [str(batchable), str(max_batch_size)]
