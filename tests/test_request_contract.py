@@ -212,19 +212,30 @@ def test_make_deploy_asks_for_a_bentocloud_login_before_building(tmp_path):
                 "format": "webp",
             },
         ),
-        (SpeechRequest, {"text": "another", "description": "a deep voice", "format": "flac", "seed": 8}),
+        (
+            SpeechRequest,
+            {
+                "text": "another",
+                "voice": "jon",
+                "description": "a deep voice",
+                "format": "flac",
+                "speed": 1.5,
+                "seed": 8,
+            },
+        ),
     ],
 )
 def test_every_request_field_is_part_of_the_content_key(request_type, changed):
+    """Each field, changed alone, names another output (a voice by the description it stands for)."""
     assert set(changed) == set(request_type.model_fields), "a field this test does not vary"
     defaults = {"default_steps": 1, "default_guidance_scale": 0.0}
     required = {"prompt": "a"} if request_type is ImageRequest else {"text": "a"}
-    base = request_type(**required, seed=7).resolved(defaults)
-    keys = {base.content_key("m:1")}
+    base = {**required, "seed": 7}
+    keys = {request_type(**base).resolved(defaults).content_key("m:1")}
     for field, value in changed.items():
-        keys.add(base.model_copy(update={field: value}).content_key("m:1"))
+        keys.add(request_type(**{**base, field: value}).resolved(defaults).content_key("m:1"))
     assert len(keys) == len(changed) + 1
-    assert base.content_key("m:2") not in keys
+    assert request_type(**base).resolved(defaults).content_key("m:2") not in keys
 
 
 def test_the_committed_client_spec_lists_exactly_the_request_objects_fields():
