@@ -17,6 +17,10 @@ from pathlib import Path
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# What JOB_STORE_URL may name: the embedded SQLite file, or a PostgreSQL server (psycopg 3).
+JOB_STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
@@ -42,6 +46,12 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     cors_origins: tuple[str, ...] = ()
     backend_timeout_s: float = 600.0
+    job_store_url: str = "sqlite:///.data/jobs.db"
+    job_retention_s: float = 604800.0
+    job_concurrency: int = 4
+    webhook_secret: str | None = None
+    webhook_retry_window_s: float = 3600.0
+    webhook_allow_private: bool = False
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -127,6 +137,12 @@ class Settings:
             trusted_proxies=networks("TRUSTED_PROXIES"),
             cors_origins=items("CORS_ORIGINS"),
             backend_timeout_s=seconds("BACKEND_TIMEOUT_S", 600.0),
+            job_store_url=text("JOB_STORE_URL", "sqlite:///.data/jobs.db"),
+            job_retention_s=seconds("JOB_RETENTION_S", 604800.0),
+            job_concurrency=integer("JOB_CONCURRENCY", 4, 1),
+            webhook_secret=text("WEBHOOK_SECRET"),
+            webhook_retry_window_s=seconds("WEBHOOK_RETRY_WINDOW_S", 3600.0),
+            webhook_allow_private=boolean("WEBHOOK_ALLOW_PRIVATE", False),
         )
         settings._check_consistency()
         return settings
@@ -143,6 +159,12 @@ class Settings:
                 raise SettingsError(f"SUPABASE_URL={self.supabase_url!r} must start with http:// or https://")
         if not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} must start with http:// or https://")
+        if not self.job_store_url.startswith(JOB_STORE_SCHEMES):
+            raise SettingsError(
+                f"JOB_STORE_URL must start with {' or '.join(JOB_STORE_SCHEMES)} (the database URL is not shown)"
+            )
+        if self.webhook_secret is not None and not self.webhook_secret.startswith("whsec_"):
+            raise SettingsError("WEBHOOK_SECRET must be a Standard Webhooks secret, 'whsec_' + base64")
         if "*" in self.cors_origins and self.gateway_api_keys:
             raise SettingsError("CORS_ORIGINS='*' is refused while GATEWAY_API_KEYS is set: list the origins")
 

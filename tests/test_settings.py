@@ -62,3 +62,24 @@ def test_repr_hides_the_keys():
     assert "service-role-secret" not in shown
     assert "client-key-1" not in shown
     assert "api_keys=2" in shown
+
+
+def test_job_settings_default_to_the_embedded_store():
+    settings = Settings.from_env({})
+
+    assert settings.job_store_url == "sqlite:///.data/jobs.db"
+    assert (settings.job_concurrency, settings.job_retention_s) == (4, 604800.0)
+    assert (settings.webhook_secret, settings.webhook_allow_private) == (None, False)
+
+
+def test_a_job_store_url_of_another_database_is_refused_without_showing_it():
+    with pytest.raises(SettingsError, match="JOB_STORE_URL") as refused:
+        Settings.from_env({"JOB_STORE_URL": "mysql://user:db-password-123@db/jobs"})
+
+    assert "db-password-123" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_bad_job_concurrency_names_the_variable(value):
+    with pytest.raises(SettingsError, match="JOB_CONCURRENCY"):
+        Settings.from_env({"JOB_CONCURRENCY": value})
