@@ -55,7 +55,8 @@ class PostgresServer:
     def start(self, timeout_s: float = 60) -> PostgresServer:
         if self.run_as:
             shutil.chown(self.root, self.run_as)
-        initdb_argv = [str(self.initdb), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "--no-sync"]
+        initdb_argv = [str(self.initdb), "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"]
+        initdb_argv += ["--locale=C", "--no-sync"]
         initdb = subprocess.run(
             self._command(*initdb_argv),
             capture_output=True,
