@@ -5,17 +5,24 @@ tiny warm-up generation runs before the service reports ready, so the first user
 initialisation. A diffusers pipeline and its scheduler are not safe to share between concurrent calls
 (diffusers#3672), so denoising runs on a single thread, one request at a time; encoding and upload happen in
 other threads, so the GPU starts the next image while the previous one is written out.
+
+`/generate_image_progress` is the same generation answered as a stream of JSON lines, one after each
+denoising step, for the gateway's jobs to report progress; a caller that goes away (a canceled job) stops
+the denoising at the next step, and that unfinished image is never stored.
 """
 
 import asyncio
 import io
+import json
+import threading
 import time
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 
 from genmedia import logger
-from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
+from genmedia.contract.errors import ErrorBodyMiddleware, ServiceError, answers_errors
 from genmedia.contract.requests import CONTENT_TYPES, ImageRequest, ImageResult
 from genmedia.metrics import metrics
 from genmedia.model_loading import TEXT_TO_IMAGE, load_text_to_image, pick_device
@@ -25,6 +32,10 @@ from services import ONE_LASTING_CONNECTION
 
 ENCODE_OPTIONS = {"png": {"optimize": False}, "webp": {"quality": 90}, "jpeg": {"quality": 92}}
 WARM_UP = ImageRequest(prompt="warm-up", width=64, height=64, steps=1, seed=0)
+
+
+class GenerationStopped(Exception):
+    """The caller of a progress stream went away, so the generation stopped early; nothing is stored."""
 
 
 def encode_image(image, format: str) -> bytes:
@@ -64,16 +75,59 @@ class TextToImage:
             time.perf_counter() - started,
         )
 
-    def denoise(self, request: ImageRequest):
+    def denoise(
+        self, request: ImageRequest, on_step: Callable[[int], None] | None = None, stop: threading.Event | None = None
+    ):
         import torch
 
+        def step_ended(pipeline, step: int, timestep, tensors: dict) -> dict:
+            on_step(step + 1)
+            if stop.is_set():
+                pipeline._interrupt = True  # diffusers skips the remaining steps (reset at each call)
+            return tensors
+
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
-        return self.pipeline(**request.pipeline_arguments(), generator=generator).images[0]
+        watched = {"callback_on_step_end": step_ended} if on_step is not None else {}
+        return self.pipeline(**request.pipeline_arguments(), generator=generator, **watched).images[0]
 
     @bentoml.api(route="/generate_image")
     @answers_errors
     async def generate_image(self, request: ImageRequest, /) -> ImageResult:
         """Generate an image, store it, and answer its key and URL (from storage when already made)."""
+        return await self.make(request)
+
+    @bentoml.api(route="/generate_image_progress")
+    async def generate_image_progress(self, request: ImageRequest, /) -> AsyncGenerator[str, None]:
+        """`/generate_image` as JSON lines: `{"step", "steps"}` after each denoising step, then `{"result"}`
+        (the `/generate_image` answer) or `{"error": {"status", "message"}}`."""
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[int] = asyncio.Queue()
+        stop = threading.Event()
+        total = request.resolved(self.defaults).steps
+        work = asyncio.ensure_future(
+            self.make(request, lambda step: loop.call_soon_threadsafe(steps.put_nowait, step), stop)
+        )
+        try:
+            while not (work.done() and steps.empty()):
+                next_step = asyncio.ensure_future(steps.get())
+                await asyncio.wait({work, next_step}, return_when=asyncio.FIRST_COMPLETED)
+                if next_step.done():
+                    yield json.dumps({"step": next_step.result(), "steps": total}) + "\n"
+                else:
+                    next_step.cancel()
+            try:
+                yield json.dumps({"result": work.result().model_dump(mode="json")}) + "\n"
+            except ServiceError as error:
+                yield json.dumps({"error": {"status": error.status, "message": error.message}}) + "\n"
+        finally:
+            # The caller went away (or it ended): a generation still running stops at its next step.
+            stop.set()
+            if not work.done():
+                work.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def make(
+        self, request: ImageRequest, on_step: Callable[[int], None] | None = None, stop: threading.Event | None = None
+    ) -> ImageResult:
         request = request.resolved(self.defaults)
         key = request.content_key(self.version)
         result = ImageResult(
@@ -90,7 +144,9 @@ class TextToImage:
             return result
 
         started = time.perf_counter()
-        image = await asyncio.get_running_loop().run_in_executor(self.denoiser, self.denoise, request)
+        image = await asyncio.get_running_loop().run_in_executor(self.denoiser, self.denoise, request, on_step, stop)
+        if stop is not None and stop.is_set():
+            raise GenerationStopped()
         metrics().generation_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
         metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc()
         data = await asyncio.to_thread(encode_image, image, request.format)

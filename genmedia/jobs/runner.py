@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import json
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from genmedia import logger
-from genmedia.contract.errors import ServiceError
+from genmedia.contract.errors import BACKEND_RETRY_AFTER_S, ServiceError
 from genmedia.jobs.store import LEASE_S, JobStore
 
 # How often an idle runner looks for jobs another replica queued (its own submits wake it at once).
@@ -29,9 +31,18 @@ RETENTION_SWEEP_S = 600.0
 UNAVAILABLE_TRIES = 5
 MAX_RETRY_WAIT_S = 30.0
 
+Result = TypeVar("Result")
+
+
+class JobLost(Exception):
+    """The job is no longer this runner's (canceled, or taken over after its lease lapsed): stop working."""
+
 
 class Progress:
-    """What a running job tells its store: its stage in words, and how far it is (0–1)."""
+    """What a running job tells its store: its stage in words, and how far it is (0–1).
+
+    A report is also where a runner learns that its job was canceled: it stops there (`JobLost`), so a
+    canceled image job stops at its next denoising step."""
 
     def __init__(self, store: JobStore, job_id: str, runner: str):
         self.store = store
@@ -39,18 +50,44 @@ class Progress:
         self.runner = runner
 
     async def report(self, stage: str, progress: float | None = None) -> None:
-        await self.store.report(self.job_id, self.runner, stage=stage, progress=progress)
+        if not await self.store.report(self.job_id, self.runner, stage=stage, progress=progress):
+            raise JobLost(self.job_id)
 
     async def watch(self, service, name: str, call: Awaitable[Any]) -> Any:
         """Await a model service `call`, saying whether `service` is still starting or already working."""
         work = asyncio.ensure_future(call)
-        if not await is_ready(service):
-            await self.report(f"waiting for {name} to start")
-            while not work.done() and not await is_ready(service):
-                await asyncio.wait({work}, timeout=2.0)
-        if not work.done():
-            await self.report(f"{name} is working")
-        return await work
+        try:
+            if not await is_ready(service):
+                await self.report(f"waiting for {name} to start")
+                while not work.done() and not await is_ready(service):
+                    await asyncio.wait({work}, timeout=2.0)
+            if not work.done():
+                await self.report(f"{name} is working")
+            return await work
+        finally:
+            work.cancel()  # when a report found the job lost; a no-op once it is done
+
+    async def follow(self, stream, result_type: type[Result]) -> Result:
+        """Read a model service's progress stream (JSON lines: `{"step", "steps"}`, then `{"result"}` or
+        `{"error"}`), reporting each step; returns the result."""
+        if inspect.isawaitable(stream):
+            stream = await stream
+        pending = ""
+        # Closed on the way out, also when the job is lost: the service sees its caller go and stops.
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                pending += chunk
+                *lines, pending = pending.split("\n")
+                for line in filter(None, lines):
+                    message = json.loads(line)
+                    if "step" in message:
+                        stage = f"denoising, step {message['step']} of {message['steps']}"
+                        await self.report(stage, message["step"] / message["steps"])
+                    elif "error" in message:
+                        raise ServiceError(message["error"]["message"], status=message["error"]["status"])
+                    else:
+                        return result_type.model_validate(message["result"])
+        raise ServiceError("The model service ended its answer early.", status=503, retry_after=BACKEND_RETRY_AFTER_S)
 
 
 async def is_ready(service) -> bool:
@@ -136,6 +173,8 @@ class JobRunner:
             tries += 1
             try:
                 return {"result": await self.execute(job["request"], progress)}
+            except JobLost:
+                return {"error": {"status": 409, "message": "The job is no longer this runner's."}}  # discarded
             except ServiceError as error:
                 if error.status != 503 or tries >= UNAVAILABLE_TRIES:
                     return {"error": {"status": error.status, "message": error.message}}

@@ -328,7 +328,7 @@ class JobStore:
 
     def _enqueue_webhook(self, connection: Connection, row, event: str) -> None:
         if row["webhook"] and event in (row["webhook_events"] or ()):
-            webhooks.enqueue_webhook(connection, self._view(connection, row), event)
+            webhooks.enqueue_webhook(connection, self._view(connection, row), f"job.{event}")
 
     def _view(self, connection: Connection, row) -> dict:
         """The job as the contract shows it (`GET /jobs/{id}`), plus `stage`: what a running job does now."""

@@ -104,9 +104,15 @@ class Gateway:
                     model=version,
                     cached=True,
                 )
-        call = self.text_to_image.to_async.generate_image(request.model_dump())
-        answer = forward("TextToImage", "Image generation", call, self.settings.backend_timeout_s)
-        return await (progress.watch(self.text_to_image, "the image service", answer) if progress else answer)
+        if progress is None:
+            call = self.text_to_image.to_async.generate_image(request.model_dump())
+            return await forward("TextToImage", "Image generation", call, self.settings.backend_timeout_s)
+        # A job follows the denoising steps; when it is canceled the stream closes and the service stops.
+        steps = self.text_to_image.to_async.generate_image_progress(request.model_dump())
+        answer = forward(
+            "TextToImage", "Image generation", progress.follow(steps, ImageResult), self.settings.backend_timeout_s
+        )
+        return await progress.watch(self.text_to_image, "the image service", answer)
 
     async def make_speech(self, request: SpeechRequest, progress: Progress | None = None) -> SpeechResult:
         seeded = request.seed is not None
