@@ -103,27 +103,25 @@ class TextToImage:
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue[int] = asyncio.Queue()
         stop = threading.Event()
+        # The task streaming this answer ends when the caller goes away (Starlette cancels it on the
+        # disconnect), while this generator may linger unfinalized: the generation stops with the task.
+        asyncio.current_task().add_done_callback(lambda _: stop.set())
         total = request.resolved(self.defaults).steps
         work = asyncio.ensure_future(
             self.make(request, lambda step: loop.call_soon_threadsafe(steps.put_nowait, step), stop)
         )
+        work.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved if abandoned
+        while not (work.done() and steps.empty()):
+            next_step = asyncio.ensure_future(steps.get())
+            await asyncio.wait({work, next_step}, return_when=asyncio.FIRST_COMPLETED)
+            if next_step.done():
+                yield json.dumps({"step": next_step.result(), "steps": total}) + "\n"
+            else:
+                next_step.cancel()
         try:
-            while not (work.done() and steps.empty()):
-                next_step = asyncio.ensure_future(steps.get())
-                await asyncio.wait({work, next_step}, return_when=asyncio.FIRST_COMPLETED)
-                if next_step.done():
-                    yield json.dumps({"step": next_step.result(), "steps": total}) + "\n"
-                else:
-                    next_step.cancel()
-            try:
-                yield json.dumps({"result": work.result().model_dump(mode="json")}) + "\n"
-            except ServiceError as error:
-                yield json.dumps({"error": {"status": error.status, "message": error.message}}) + "\n"
-        finally:
-            # The caller went away (or it ended): a generation still running stops at its next step.
-            stop.set()
-            if not work.done():
-                work.add_done_callback(lambda done: done.cancelled() or done.exception())
+            yield json.dumps({"result": work.result().model_dump(mode="json")}) + "\n"
+        except ServiceError as error:
+            yield json.dumps({"error": {"status": error.status, "message": error.message}}) + "\n"
 
     async def make(
         self, request: ImageRequest, on_step: Callable[[int], None] | None = None, stop: threading.Event | None = None
@@ -146,6 +144,7 @@ class TextToImage:
         started = time.perf_counter()
         image = await asyncio.get_running_loop().run_in_executor(self.denoiser, self.denoise, request, on_step, stop)
         if stop is not None and stop.is_set():
+            metrics().generations_stopped.labels(TEXT_TO_IMAGE).inc()
             raise GenerationStopped()
         metrics().generation_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
         metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc()
