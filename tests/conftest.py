@@ -13,3 +13,17 @@ def tiny_store(tmp_path_factory):
     home = tmp_path_factory.mktemp("bentoml-home")
     import_tiny_models(home)
     return home
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on loopback for the whole session; its tests skip (or fail in CI) without one."""
+    from testbed.postgres_server import PostgresServer, PostgresUnavailable
+    from testbed.servers import server_missing
+
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as error:
+        server_missing(f"PostgreSQL: {error}")
+    yield server
+    server.stop()

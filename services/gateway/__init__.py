@@ -12,7 +12,8 @@ A request passes these checks in order, cheapest first, and reaches a model serv
    scaling on BentoCloud): `services.gateway.backends`. Down, starting or too slow ⇒ 503 + Retry-After.
 
 Backend URLs, storage keys and API keys never appear in a response. Local files are served by
-`services.gateway.files`.
+`services.gateway.files`; durable jobs (`/jobs/...`, the same two paths run by the gateway's own runners)
+by `services.gateway.jobs`.
 """
 
 import asyncio
@@ -26,6 +27,7 @@ from genmedia.audio import audio_duration
 from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
 from genmedia.contract.requests import CaptionResult, ImageRequest, ImageResult, SpeechRequest, SpeechResult
 from genmedia.contract.uploads import read_upload_image
+from genmedia.jobs.runner import Progress
 from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
@@ -33,6 +35,7 @@ from services.gateway.access import AccessGuard, Cors
 from services.gateway.backends import forward, served_model
 from services.gateway.docs import ApiDocs
 from services.gateway.files import files_app
+from services.gateway.jobs import jobs_app, run_jobs
 from services.image_captioning import ImageCaptioning
 from services.text_to_image import TextToImage
 from services.text_to_speech import TextToSpeech
@@ -47,7 +50,7 @@ os.environ["FORWARDED_ALLOW_IPS"] = ""
 
 
 @bentoml.service(
-    # Tasks default a service to concurrency 1; the gateway only awaits I/O, so it takes many at once.
+    # The gateway only awaits I/O, so it takes many requests at once.
     traffic={"timeout": 660, "concurrency": 64},
     # /readyz must not wake scaled-to-zero GPU services by probing them.
     runner_probe={"enabled": False},
@@ -67,7 +70,23 @@ class Gateway:
             logger.warning("GATEWAY_API_KEYS is empty: anyone who can reach this gateway can use it")
         logger.info("gateway ready: %r", self.settings)
 
-    async def make_image(self, request: ImageRequest) -> ImageResult:
+    @bentoml.on_startup
+    async def start_job_runners(self) -> None:
+        executors = {"generate_image": self.run_image_job, "synthesize_speech": self.run_speech_job}
+        self.job_work = asyncio.create_task(run_jobs(executors))
+
+    @bentoml.on_shutdown
+    async def stop_job_runners(self) -> None:
+        self.job_work.cancel()
+        await asyncio.gather(self.job_work, return_exceptions=True)
+
+    async def run_image_job(self, request: dict, progress: Progress) -> dict:
+        return plain(await self.make_image(ImageRequest.model_validate(request), progress))
+
+    async def run_speech_job(self, request: dict, progress: Progress) -> dict:
+        return plain(await self.make_speech(SpeechRequest.model_validate(request), progress))
+
+    async def make_image(self, request: ImageRequest, progress: Progress | None = None) -> ImageResult:
         seeded = request.seed is not None
         # The seed is drawn here, not in the service, so the answer names it even when it comes from storage.
         request = request.drawn_seed()
@@ -86,9 +105,10 @@ class Gateway:
                     cached=True,
                 )
         call = self.text_to_image.to_async.generate_image(request.model_dump())
-        return await forward("TextToImage", "Image generation", call, self.settings.backend_timeout_s)
+        answer = forward("TextToImage", "Image generation", call, self.settings.backend_timeout_s)
+        return await (progress.watch(self.text_to_image, "the image service", answer) if progress else answer)
 
-    async def make_speech(self, request: SpeechRequest) -> SpeechResult:
+    async def make_speech(self, request: SpeechRequest, progress: Progress | None = None) -> SpeechResult:
         seeded = request.seed is not None
         request = request.drawn_seed()
         if self.speech_model and seeded:
@@ -106,7 +126,8 @@ class Gateway:
                     cached=True,
                 )
         call = self.text_to_speech.to_async.synthesize_speech(request.model_dump())
-        return await forward("TextToSpeech", "Speech synthesis", call, self.settings.backend_timeout_s)
+        answer = forward("TextToSpeech", "Speech synthesis", call, self.settings.backend_timeout_s)
+        return await (progress.watch(self.text_to_speech, "the speech service", answer) if progress else answer)
 
     @bentoml.api(route="/generate_image")
     @answers_errors
@@ -114,22 +135,10 @@ class Gateway:
         """Generate an image from a prompt; answers its `file_key` and `public_url`."""
         return await self.make_image(request)
 
-    @bentoml.task(route="/generate_image_async")
-    @answers_errors
-    async def generate_image_async(self, request: ImageRequest, /) -> ImageResult:
-        """`/generate_image` as a job: submit, poll status, get the result."""
-        return await self.make_image(request)
-
     @bentoml.api(route="/synthesize_speech")
     @answers_errors
     async def synthesize_speech(self, request: SpeechRequest, /) -> SpeechResult:
         """Speak `text` in the voice `description` describes; answers its `file_key` and `public_url`."""
-        return await self.make_speech(request)
-
-    @bentoml.task(route="/synthesize_speech_async")
-    @answers_errors
-    async def synthesize_speech_async(self, request: SpeechRequest, /) -> SpeechResult:
-        """`/synthesize_speech` as a job: submit, poll status, get the result."""
         return await self.make_speech(request)
 
     @bentoml.api(route="/caption_image")
@@ -141,7 +150,13 @@ class Gateway:
         return await forward("ImageCaptioning", "Image captioning", call, self.settings.backend_timeout_s)
 
 
+def plain(result) -> dict:
+    """A result as JSON-ready data, whether the model service's client answered a model or a dict."""
+    return result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
+
+
 Gateway.mount_asgi_app(files_app, path="/files")
+Gateway.mount_asgi_app(jobs_app, path="/jobs")
 # Outermost first: CORS headers even on refusals, then the access checks, then error-body rewriting.
 Gateway.add_asgi_middleware(Cors)
 Gateway.add_asgi_middleware(AccessGuard, max_in_flight=MAX_IN_FLIGHT)

@@ -44,9 +44,13 @@ UPLOAD_FIELDS = {"/caption_image": "image"}
 # past the deadline, the connection is closed.
 REFUSED_BODY_DRAIN_BYTES = 64 * 1024 * 1024
 REFUSED_BODY_DRAIN_S = 30
-# Polling an async job is authenticated but not rate limited: a client waiting on a job should not run
-# out of requests for new work.
-POLLING_SUFFIXES = ("/status", "/get")
+# Polling a job (its status, its event stream) is authenticated but not rate limited: a client waiting on
+# a job should not run out of requests for new work.
+POLLING_PREFIX = "/jobs/"
+
+
+def is_polling(method: str, path: str) -> bool:
+    return method == "GET" and path.startswith(POLLING_PREFIX)
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]) -> str:
@@ -166,7 +170,7 @@ class AccessGuard:
             )
         # Keys are hashed so the limiter's memory never holds a secret.
         identity = "key:" + hashlib.sha256(token.encode()).hexdigest() if token else f"ip:{address}"
-        polling = scope["path"].endswith(POLLING_SUFFIXES)
+        polling = is_polling(scope["method"], scope["path"])
         if not polling and (wait_s := self.limiter.acquire(identity)) is not None:
             retry_after = max(1, math.ceil(wait_s))
             return await self.refuse(

@@ -1,0 +1,159 @@
+"""The loop each gateway replica runs per capability: claim a queued job, run it, renew its lease, record it.
+
+At most `JOB_CONCURRENCY` jobs of one capability run at once on a replica, so a burst of submits waits in
+the database (with its `queue_position`), never in front of the GPU service. A job runs the same path as its
+sync route (`execute`: cache first, then the model service); its seed was drawn at submit, so a job taken
+over after a crash is the same request, and an output its first run already stored is found, not made again.
+
+A model service that is unavailable (scaled to zero and starting, busy, restarting) does not fail the job:
+it waits `Retry-After` and tries again, up to `UNAVAILABLE_TRIES`, with its stage saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from genmedia import logger
+from genmedia.contract.errors import ServiceError
+from genmedia.jobs.store import LEASE_S, JobStore
+
+# How often an idle runner looks for jobs another replica queued (its own submits wake it at once).
+IDLE_POLL_S = 0.5
+# How often finished jobs past JOB_RETENTION_S are deleted.
+RETENTION_SWEEP_S = 600.0
+# Tries of a job whose model service answers 503 before the job fails with that 503.
+UNAVAILABLE_TRIES = 5
+MAX_RETRY_WAIT_S = 30.0
+
+
+class Progress:
+    """What a running job tells its store: its stage in words, and how far it is (0–1)."""
+
+    def __init__(self, store: JobStore, job_id: str, runner: str):
+        self.store = store
+        self.job_id = job_id
+        self.runner = runner
+
+    async def report(self, stage: str, progress: float | None = None) -> None:
+        await self.store.report(self.job_id, self.runner, stage=stage, progress=progress)
+
+    async def watch(self, service, name: str, call: Awaitable[Any]) -> Any:
+        """Await a model service `call`, saying whether `service` is still starting or already working."""
+        work = asyncio.ensure_future(call)
+        if not await is_ready(service):
+            await self.report(f"waiting for {name} to start")
+            while not work.done() and not await is_ready(service):
+                await asyncio.wait({work}, timeout=2.0)
+        if not work.done():
+            await self.report(f"{name} is working")
+        return await work
+
+
+async def is_ready(service) -> bool:
+    """Whether a model service answers its `/readyz` (a scaled-to-zero one is started by the call anyway)."""
+    try:
+        return await service.is_ready(timeout=2)
+    except Exception:
+        return False
+
+
+Execute = Callable[[dict, Progress], Awaitable[dict]]
+
+
+class JobRunner:
+    """Runs the jobs of one `kind` with `execute(request, progress) -> result`, `concurrency` at once."""
+
+    def __init__(self, store: JobStore, kind: str, execute: Execute, concurrency: int):
+        self.store = store
+        self.kind = kind
+        self.execute = execute
+        self.concurrency = concurrency
+        # One name per replica process and capability: what its leases are held under.
+        self.name = f"{kind}-{secrets.token_hex(6)}"
+        self._running: set[asyncio.Task] = set()
+
+    async def run(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    job = await self.store.claim(self.kind, self.name)
+                except Exception:
+                    logger.exception("%s could not claim a job; retrying", self.name)
+                    job = None
+                if job is None:
+                    slots.release()
+                    await self.store.wait_for_change(IDLE_POLL_S)
+                    continue
+                task = asyncio.create_task(self._run_one(job, slots))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        finally:
+            for task in list(self._running):
+                task.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+            # A replica stopping cleanly hands its jobs back at once rather than after their lease.
+            with contextlib.suppress(Exception):
+                released = await self.store.release(self.name)
+                if released:
+                    logger.info("%s put %d running jobs back in the queue", self.name, released)
+
+    async def _run_one(self, job: dict, slots: asyncio.Semaphore) -> None:
+        try:
+            work = asyncio.create_task(self._attempt(job))
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=LEASE_S / 3)
+                if done:
+                    break
+                if not await self.store.renew(job["id"], self.name):
+                    # Canceled, or taken over after a lapse: whatever it would answer is discarded.
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await work
+                    return
+            outcome = work.result()
+            await self.store.complete(job["id"], self.name, **outcome)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        except Exception:
+            logger.exception(
+                "job %s: could not record its outcome; its lease will lapse and it will run again", job["id"]
+            )
+        finally:
+            slots.release()
+
+    async def _attempt(self, job: dict) -> dict:
+        """{"result": ...} or {"error": {"status", "message"}}: a job's outcome, never an exception."""
+        progress = Progress(self.store, job["id"], self.name)
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return {"result": await self.execute(job["request"], progress)}
+            except ServiceError as error:
+                if error.status != 503 or tries >= UNAVAILABLE_TRIES:
+                    return {"error": {"status": error.status, "message": error.message}}
+                wait_s = min(float(error.retry_after or 5), MAX_RETRY_WAIT_S)
+                await progress.report(f"{error.message} (try {tries} of {UNAVAILABLE_TRIES})")
+                await asyncio.sleep(wait_s)
+            except Exception:
+                logger.exception("job %s failed", job["id"])
+                return {"error": {"status": 500, "message": "An unexpected error occurred; it has been logged."}}
+
+
+async def delete_expired_jobs(store: JobStore) -> None:
+    """Delete finished jobs past their retention, now and every RETENTION_SWEEP_S."""
+    while True:
+        try:
+            deleted = await store.delete_expired()
+            if deleted:
+                logger.info("deleted %d jobs past JOB_RETENTION_S", deleted)
+        except Exception:
+            logger.exception("could not delete expired jobs; will retry")
+        await asyncio.sleep(RETENTION_SWEEP_S)
