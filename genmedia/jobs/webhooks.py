@@ -56,7 +56,6 @@ from genmedia.settings import Settings
 logger = logging.getLogger("genmedia.webhooks")
 
 EVENT_TYPES = ("job.started", "job.progress", "job.completed")
-DEFAULT_EVENTS = ("completed",)  # a job's `webhook_events` when the submit named none
 DELIVERY_TIMEOUT_S = 10.0
 MAX_RESPONSE_BYTES = 4096  # of a receiver's answer body; only its status matters
 LEASE_S = 60.0  # longer than a try (resolve + 10 s), so a live sender's lease never lapses under it
@@ -185,17 +184,19 @@ def iso(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def enqueue_webhook(connection: Connection, job: dict[str, Any], event_type: str) -> str | None:
-    """Queue `event_type` about `job` (as GET /jobs/{id} answers it) in the caller's transaction.
+def enqueue_webhook(connection: Connection, job: dict[str, Any], event: str) -> str | None:
+    """Queue `event` (`started`, `progress`, `completed`, or the same as `job.…`) about `job` (as GET /jobs/{id}
+    answers it) in the caller's transaction.
 
     The target and the events wanted are the job's own (`jobs.webhook`, `jobs.webhook_events`); a job
     without a webhook, or not wanting this event, queues nothing (None). A progress event not yet tried is
     replaced by the newer one rather than queued behind it. Returns the delivery's `webhook-id`.
     """
+    event_type = f"job.{event.removeprefix('job.')}"
     if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown webhook event {event_type!r}; one of {', '.join(EVENT_TYPES)}")
+        raise ValueError(f"unknown webhook event {event!r}; one of {', '.join(EVENT_TYPES)}")
     row = connection.execute(select(jobs.c.webhook, jobs.c.webhook_events).where(jobs.c.id == job["id"])).one()
-    if not row.webhook or event_type.removeprefix("job.") not in (row.webhook_events or DEFAULT_EVENTS):
+    if not row.webhook or event_type.removeprefix("job.") not in (row.webhook_events or ()):
         return None
     payload = json.dumps({"type": event_type, "timestamp": now_iso(), "data": job}, separators=(",", ":"))
     now = time.time()
