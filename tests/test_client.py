@@ -248,6 +248,7 @@ def job_state(status: str, **fields) -> dict:
         "finished_at": None,
         "result": None,
         "error": None,
+        "webhook": None,
     }
     return {**state, **fields}
 
@@ -416,3 +417,22 @@ def test_verify_webhook_accepts_the_gateways_signature_and_refuses_anything_else
     ]:
         with pytest.raises(sdk.WebhookVerificationError):
             sdk.verify_webhook(bad_body, headers, key)
+
+
+def test_generated_functions_cover_the_job_routes(sdk):
+    from genmedia_client.generated.api.jobs import cancel_job, get_job, submit_generate_image_job
+    from genmedia_client.generated.models import ImageJobRequest
+
+    routes = {
+        ("POST", "/jobs/generate_image"): [httpx.Response(202, json={**job_state("queued"), **SUBMITTED})],
+        ("GET", "/jobs/job_1"): [httpx.Response(200, json=job_state("succeeded", progress=1.0, result=IMAGE))],
+        ("POST", "/jobs/job_1/cancel"): [httpx.Response(409, json={"error": "The job already succeeded"})],
+    }
+    client, fake = gateway_client(sdk, routes)
+    body = ImageJobRequest(prompt="a kite", webhook="https://example.com/hook")
+    submitted = submit_generate_image_job.sync(client=client.api, body=body, idempotency_key="k1")
+    assert submitted.id == "job_1" and submitted.events_url == "/jobs/job_1/events"
+    assert fake.requests[0].headers["idempotency-key"] == "k1"
+    job = get_job.sync(client=client.api, job_id="job_1")
+    assert job.status.value == "succeeded" and job.result.file_key == IMAGE["file_key"]
+    assert cancel_job.sync_detailed(client=client.api, job_id="job_1").status_code == 409

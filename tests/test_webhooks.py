@@ -1,7 +1,7 @@
 """Webhooks (shared/API.md "Jobs"): target checks, and the signed outbox against a real loopback receiver.
 
-The outbox runs on a real SQLite job store (the schema every gateway migrates at start); each receiver is
-an HTTP server on 127.0.0.1 that verifies every signature with the `standardwebhooks` package. The
+The outbox runs on a real job store, SQLite and PostgreSQL (the schema every gateway migrates at start);
+each receiver is an HTTP server on 127.0.0.1 that verifies every signature with the `standardwebhooks` package. The
 refusal tests never connect anywhere: a refused address is refused before any connection is made.
 The same promises through a served gateway are tests/test_job_webhooks.py.
 """
@@ -103,9 +103,13 @@ def test_retries_back_off_exponentially_with_jitter_within_the_window():
 # The outbox, on a real SQLite job store.
 
 
-@pytest.fixture
-def engine(tmp_path):
-    engine = schema.create_engine_for(f"sqlite:///{tmp_path / 'jobs.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    engine = schema.create_engine_for(url)
     schema.migrate(engine)
     yield engine
     engine.dispose()
