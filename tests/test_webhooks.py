@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 import time
 import uuid
 
@@ -28,8 +29,16 @@ from genmedia.jobs.webhooks import (
     webhook_deliveries,
 )
 from genmedia.settings import Settings
+from testbed.servers import server_missing
 from testbed.serving import free_port
-from testbed.webhook_receiver import ENDLESS, REDIRECT, WebhookReceiver, new_secret
+from testbed.webhook_receiver import (
+    ENDLESS,
+    REDIRECT,
+    SILENT,
+    WebhookReceiver,
+    new_secret,
+    self_signed_certificate,
+)
 
 SECRET = new_secret()
 
@@ -236,6 +245,44 @@ def test_a_try_connects_to_the_checked_address_with_the_urls_own_host_header(eng
     assert received.path == "/hook?source=genmedia" and received.error is None
 
 
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A certificate for `localhost`, one for another name, and a client context trusting both."""
+    directory = tmp_path_factory.mktemp("tls")
+    try:
+        made = {name: self_signed_certificate(directory, name) for name in ("localhost", "other.genmedia.test")}
+    except FileNotFoundError as missing:
+        server_missing(str(missing))
+    trusted = ssl.create_default_context()
+    for certificate, _ in made.values():
+        trusted.load_verify_locations(certificate)
+    return made, trusted
+
+
+def test_an_https_try_to_the_checked_address_verifies_the_certificate_against_the_urls_name(engine, certificates):
+    made, trusted = certificates
+    # The try connects to 127.0.0.1 (the address checked); TLS still names, and checks, `localhost`.
+    with WebhookReceiver(SECRET, tls=made["localhost"]) as receiver:
+        job = add_job(engine, receiver.url)
+        enqueue(engine, job)
+        run_senders([WebhookSender(engine, settings(), tls_verify=trusted)], settled(engine, job["id"]))
+        [received] = receiver.requests()
+    assert received.error is None and received.headers["host"] == f"localhost:{receiver.port}"
+    assert delivery_state(engine, job["id"])[0]["status"] == "delivered"
+
+
+def test_an_https_try_refuses_a_certificate_for_another_name(engine, certificates):
+    made, trusted = certificates
+    with WebhookReceiver(SECRET, tls=made["other.genmedia.test"]) as receiver:
+        job = add_job(engine, receiver.url)
+        enqueue(engine, job)
+        sender = WebhookSender(engine, settings(webhook_retry_window_s=0.5), tls_verify=trusted)
+        run_senders([sender], settled(engine, job["id"]))
+        assert receiver.requests() == []
+    [delivery] = delivery_state(engine, job["id"])
+    assert delivery["status"] == "failed" and "ConnectError" in delivery["error"]
+
+
 def test_redirects_are_not_followed(engine):
     with WebhookReceiver(SECRET, [REDIRECT]) as receiver:
         job = add_job(engine, receiver.url)
@@ -245,6 +292,18 @@ def test_redirects_are_not_followed(engine):
     assert paths == {"/hook"}
     [delivery] = delivery_state(engine, job["id"])
     assert (delivery["status"], delivery["response_status"]) == ("failed", 307)
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)  # the clock, not the database, is tested
+def test_a_receiver_that_does_not_answer_within_10_s_fails_the_try(engine):
+    with WebhookReceiver(SECRET, [SILENT]) as receiver:
+        job = add_job(engine, receiver.url)
+        enqueue(engine, job)
+        sender = WebhookSender(engine, settings(webhook_retry_window_s=1.0))
+        run_senders([sender], settled(engine, job["id"]), timeout_s=60)
+        assert len(receiver.requests()) == 1
+    [delivery] = delivery_state(engine, job["id"])
+    assert (delivery["status"], delivery["error"]) == ("failed", "no answer within 10 s")
 
 
 def test_an_endless_answer_is_read_only_a_few_kb(engine):
