@@ -62,6 +62,7 @@ LEASE_S = 60.0  # longer than a try (resolve + 10 s), so a live sender's lease n
 FIRST_RETRY_S = 5.0  # doubled at each try; shorter for a window under an hour (window / 720)
 CLAIM_BATCH = 16  # tries one replica makes at once
 POLL_S = 0.5  # how often an idle sender looks for due deliveries
+PAUSE_S = 5.0  # how long it waits after the job store did not answer
 # Cloud metadata endpoints that are not link-local (169.254.169.254 and fe80::/10 are refused as such).
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(address)
@@ -297,13 +298,16 @@ class WebhookSender:
             while True:
                 try:
                     due = await asyncio.to_thread(self.claim)
-                    if due:
-                        await asyncio.gather(*(self.deliver(http, row) for row in due))
-                        continue
-                except Exception:
-                    # The database may be away a while (a restart); the loop outlives it.
-                    logger.exception("webhook delivery loop failed; retrying")
-                await asyncio.sleep(POLL_S)
+                except Exception as error:
+                    # The database may be away a while (a restart); the loop outlives it. The error's text
+                    # may quote SQL parameters (event bodies), so only its kind is logged.
+                    logger.warning("webhook outbox unreachable (%s); retrying in %s s", type(error).__name__, PAUSE_S)
+                    await asyncio.sleep(PAUSE_S)
+                    continue
+                if due:
+                    await asyncio.gather(*(self.deliver(http, row) for row in due))
+                else:
+                    await asyncio.sleep(POLL_S)
 
     def claim(self) -> list[dict[str, Any]]:
         """Take up to CLAIM_BATCH due deliveries under this sender's lease."""
@@ -341,7 +345,11 @@ class WebhookSender:
             logger.info(
                 "webhook %s for job %s: try %d failed: %s", row["id"], row["job_id"], row["attempts"] + 1, outcome.error
             )
-        await asyncio.to_thread(self.record, row, outcome)
+        try:
+            await asyncio.to_thread(self.record, row, outcome)
+        except Exception as error:
+            # Unrecorded, the try is made again once this lease lapses: at least once, never lost.
+            logger.warning("webhook %s: outcome not recorded (%s)", row["id"], type(error).__name__)
 
     async def attempt(self, http: httpx.AsyncClient, row: dict[str, Any]) -> Outcome:
         """One try: check the target again, connect to the address checked, POST the signed event."""
