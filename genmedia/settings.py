@@ -52,6 +52,7 @@ class Settings:
     webhook_secret: str | None = None
     webhook_retry_window_s: float = 3600.0
     webhook_allow_private: bool = False
+    gateway_max_replicas: int = 1
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -143,6 +144,7 @@ class Settings:
             webhook_secret=text("WEBHOOK_SECRET"),
             webhook_retry_window_s=seconds("WEBHOOK_RETRY_WINDOW_S", 3600.0),
             webhook_allow_private=boolean("WEBHOOK_ALLOW_PRIVATE", False),
+            gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 1, 1),
         )
         settings._check_consistency()
         return settings
@@ -162,6 +164,12 @@ class Settings:
         if not self.job_store_url.startswith(JOB_STORE_SCHEMES):
             raise SettingsError(
                 f"JOB_STORE_URL must start with {' or '.join(JOB_STORE_SCHEMES)} (the database URL is not shown)"
+            )
+        if self.gateway_max_replicas > 1 and self.job_store_url.startswith("sqlite"):
+            # Each replica would keep its own file: a job submitted on one is unknown to the others.
+            raise SettingsError(
+                f"GATEWAY_MAX_REPLICAS={self.gateway_max_replicas} needs a JOB_STORE_URL every replica shares "
+                "(postgresql://…), not SQLite"
             )
         if self.webhook_secret is not None and not self.webhook_secret.startswith("whsec_"):
             raise SettingsError("WEBHOOK_SECRET must be a Standard Webhooks secret, 'whsec_' + base64")

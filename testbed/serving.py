@@ -31,7 +31,9 @@ def base_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("SUPABASE_", "GATEWAY_", "STORAGE_", "BLOCKED_", "RATE_LIMIT", "CORS_"))
+        if not key.startswith(
+            ("SUPABASE_", "GATEWAY_", "STORAGE_", "BLOCKED_", "RATE_LIMIT", "CORS_", "JOB_", "WEBHOOK_")
+        )
     }
     env.update(
         HF_HUB_OFFLINE="1",

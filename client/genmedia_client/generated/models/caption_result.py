@@ -13,8 +13,8 @@ T = TypeVar("T", bound="CaptionResult")
 class CaptionResult:
     """
     Attributes:
-        caption (str):
-        model (str):
+        caption (str): One sentence describing the image.
+        model (str): The model version that wrote it (its model-store tag).
     """
 
     caption: str

@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..models.generate_image_request_format import GenerateImageRequestFormat
 from ..types import UNSET, Unset
@@ -16,34 +15,31 @@ T = TypeVar("T", bound="GenerateImageRequest")
 class GenerateImageRequest:
     """
     Attributes:
-        prompt (str | Unset):  Default: 'a watercolor painting of a fox in a snowy forest'.
-        negative_prompt (None | str | Unset):
-        width (int | Unset):  Default: 512.
-        height (int | Unset):  Default: 512.
-        steps (int | None | Unset):
-        guidance_scale (float | None | Unset):
-        seed (int | None | Unset):
-        format_ (GenerateImageRequestFormat | Unset):  Default: GenerateImageRequestFormat.PNG.
+        prompt (str): What the image shows, in plain words (1 to 1000 characters).
+        negative_prompt (str | Unset): What the image should not show (at most 1000 characters). Default: ''.
+        width (int | Unset): Width in pixels: 64 to 1536, a multiple of 8. Default: 512.
+        height (int | Unset): Height in pixels: 64 to 1536, a multiple of 8. Default: 512.
+        steps (int | None | Unset): Denoising steps, 1 to 100; default: the model's own (1 for SDXL-Turbo).
+        guidance_scale (float | None | Unset): How closely to follow the prompt, 0 to 20; default: the model's own (0
+            for SDXL-Turbo).
+        seed (int | None | Unset): Random seed, 0 ≤ seed < 2³². The same seeded request gives the same image, answered
+            from storage; without one a seed is drawn (and answered).
+        format_ (GenerateImageRequestFormat | Unset): File format of the image. Default: GenerateImageRequestFormat.PNG.
     """
 
-    prompt: str | Unset = "a watercolor painting of a fox in a snowy forest"
-    negative_prompt: None | str | Unset = UNSET
+    prompt: str
+    negative_prompt: str | Unset = ""
     width: int | Unset = 512
     height: int | Unset = 512
     steps: int | None | Unset = UNSET
     guidance_scale: float | None | Unset = UNSET
     seed: int | None | Unset = UNSET
     format_: GenerateImageRequestFormat | Unset = GenerateImageRequestFormat.PNG
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         prompt = self.prompt
 
-        negative_prompt: None | str | Unset
-        if isinstance(self.negative_prompt, Unset):
-            negative_prompt = UNSET
-        else:
-            negative_prompt = self.negative_prompt
+        negative_prompt = self.negative_prompt
 
         width = self.width
 
@@ -72,10 +68,12 @@ class GenerateImageRequest:
             format_ = self.format_.value
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
-        field_dict.update({})
-        if prompt is not UNSET:
-            field_dict["prompt"] = prompt
+
+        field_dict.update(
+            {
+                "prompt": prompt,
+            }
+        )
         if negative_prompt is not UNSET:
             field_dict["negative_prompt"] = negative_prompt
         if width is not UNSET:
@@ -96,16 +94,9 @@ class GenerateImageRequest:
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         d = dict(src_dict)
-        prompt = d.pop("prompt", UNSET)
+        prompt = d.pop("prompt")
 
-        def _parse_negative_prompt(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        negative_prompt = _parse_negative_prompt(d.pop("negative_prompt", UNSET))
+        negative_prompt = d.pop("negative_prompt", UNSET)
 
         width = d.pop("width", UNSET)
 
@@ -156,21 +147,4 @@ class GenerateImageRequest:
             format_=format_,
         )
 
-        generate_image_request.additional_properties = d
         return generate_image_request
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties

@@ -15,14 +15,14 @@ T = TypeVar("T", bound="ImageResult")
 class ImageResult:
     """
     Attributes:
-        file_key (str):
-        public_url (str):
-        seed (int):
+        file_key (str): The image's key in storage (content-addressed).
+        public_url (str): Where the image can be downloaded.
+        seed (int): The seed used: send it again to get the same image.
         width (int):
         height (int):
         format_ (ImageResultFormat):
-        model (str):
-        cached (bool):
+        model (str): The model version that made it (its model-store tag).
+        cached (bool): True when answered from storage without generating.
     """
 
     file_key: str

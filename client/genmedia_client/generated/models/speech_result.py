@@ -15,13 +15,13 @@ T = TypeVar("T", bound="SpeechResult")
 class SpeechResult:
     """
     Attributes:
-        file_key (str):
-        public_url (str):
-        sample_rate (int):
-        duration_s (float):
+        file_key (str): The audio's key in storage (content-addressed).
+        public_url (str): Where the audio can be downloaded.
+        sample_rate (int): Samples per second.
+        duration_s (float): Length of the audio in seconds.
         format_ (SpeechResultFormat):
-        model (str):
-        cached (bool):
+        model (str): The model version that made it (its model-store tag).
+        cached (bool): True when answered from storage without generating.
     """
 
     file_key: str

@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
-from attrs import field as _attrs_field
 
 from ..models.synthesize_speech_request_format import SynthesizeSpeechRequestFormat
 from ..types import UNSET, Unset
@@ -16,20 +15,21 @@ T = TypeVar("T", bound="SynthesizeSpeechRequest")
 class SynthesizeSpeechRequest:
     """
     Attributes:
-        text (str | Unset):  Default: 'Hello from genmedia. This is a test of the speech service.'.
-        description (str | Unset):  Default: 'A clear, neutral voice speaks at a moderate pace in a quiet room, with
-            very clear audio and no background noise.'.
-        format_ (SynthesizeSpeechRequestFormat | Unset):  Default: SynthesizeSpeechRequestFormat.WAV.
-        seed (int | None | Unset):
+        text (str): What to say (1 to 2000 characters); long text is split at sentence ends and joined.
+        description (str | Unset): The voice, described in plain words (at most 500 characters). Default: 'A clear,
+            neutral voice speaks at a moderate pace in a quiet room, with very clear audio and no background noise.'.
+        format_ (SynthesizeSpeechRequestFormat | Unset): File format of the audio. Default:
+            SynthesizeSpeechRequestFormat.WAV.
+        seed (int | None | Unset): Random seed, 0 ≤ seed < 2³². The same seeded request gives the same audio, answered
+            from storage; without one a seed is drawn.
     """
 
-    text: str | Unset = "Hello from genmedia. This is a test of the speech service."
+    text: str
     description: str | Unset = (
         "A clear, neutral voice speaks at a moderate pace in a quiet room, with very clear audio and no background noise."
     )
     format_: SynthesizeSpeechRequestFormat | Unset = SynthesizeSpeechRequestFormat.WAV
     seed: int | None | Unset = UNSET
-    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         text = self.text
@@ -47,10 +47,12 @@ class SynthesizeSpeechRequest:
             seed = self.seed
 
         field_dict: dict[str, Any] = {}
-        field_dict.update(self.additional_properties)
-        field_dict.update({})
-        if text is not UNSET:
-            field_dict["text"] = text
+
+        field_dict.update(
+            {
+                "text": text,
+            }
+        )
         if description is not UNSET:
             field_dict["description"] = description
         if format_ is not UNSET:
@@ -63,7 +65,7 @@ class SynthesizeSpeechRequest:
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         d = dict(src_dict)
-        text = d.pop("text", UNSET)
+        text = d.pop("text")
 
         description = d.pop("description", UNSET)
 
@@ -90,21 +92,4 @@ class SynthesizeSpeechRequest:
             seed=seed,
         )
 
-        synthesize_speech_request.additional_properties = d
         return synthesize_speech_request
-
-    @property
-    def additional_keys(self) -> list[str]:
-        return list(self.additional_properties.keys())
-
-    def __getitem__(self, key: str) -> Any:
-        return self.additional_properties[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.additional_properties[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.additional_properties[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.additional_properties
