@@ -41,8 +41,8 @@ class JobLost(Exception):
 class Progress:
     """What a running job tells its store: its stage in words, and how far it is (0–1).
 
-    A report is also where a runner learns that its job was canceled: it stops there (`JobLost`), so a
-    canceled image job stops at its next denoising step."""
+    A report is also where a runner learns that its job was canceled: it stops there (`JobLost`) and
+    drops the model service's progress stream."""
 
     def __init__(self, store: JobStore, job_id: str, runner: str):
         self.store = store

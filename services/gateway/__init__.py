@@ -107,7 +107,7 @@ class Gateway:
         if progress is None:
             call = self.text_to_image.to_async.generate_image(request.model_dump())
             return await forward("TextToImage", "Image generation", call, self.settings.backend_timeout_s)
-        # A job follows the denoising steps; when it is canceled the stream closes and the service stops.
+        # A job follows the denoising steps (and drops the stream when it is canceled).
         steps = self.text_to_image.to_async.generate_image_progress(request.model_dump())
         answer = forward(
             "TextToImage", "Image generation", progress.follow(steps, ImageResult), self.settings.backend_timeout_s
