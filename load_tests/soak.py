@@ -51,6 +51,7 @@ from testbed.figures import FIGURES
 from testbed.serving import import_tiny_models
 
 SPOOLED_KEY = re.compile(r"'((?:images|audio)/[0-9a-f]{64}\.[a-z]+)'")
+SOAK_JOB_CONCURRENCY = 2
 # How long the jobs still unfinished when the traffic stops have to end (each waits out its faults).
 JOBS_SETTLE_S = 300
 # After a fault ends, answers for requests that were in flight still carry its marks.
@@ -170,6 +171,8 @@ class Soak:
             try:
                 job = jobs.wait_for(self.composition.url, job_id, AUTH, timeout_s=max(1, deadline - time.monotonic()))
                 counts[job["status"]] += 1
+                if job["status"] == "failed":
+                    print(f"soak: job {job_id} failed: {job['error']}", flush=True)
             except (AssertionError, httpx.HTTPError) as error:
                 counts["lost"] += 1
                 FIGURES.record_failure(f"job {job_id} lost: {str(error).splitlines()[0]}")
@@ -257,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             print("soak: building the tiny models ...", flush=True)
             import_tiny_models(home)
         with FaultyStorage(service_key=SUPABASE_KEY) as storage:
-            composition = Composition(home, work, storage)
+            # Jobs leave room on the image service (max_concurrency IMAGE_MAX_CONCURRENCY here) for the sync
+            # users, as JOB_CONCURRENCY 4 does beside its production max_concurrency of 32.
+            composition = Composition(home, work, storage, JOB_CONCURRENCY=str(SOAK_JOB_CONCURRENCY))
             print("soak: starting the composition ...", flush=True)
             started = time.monotonic()
             composition.start()

@@ -6,7 +6,7 @@ sync route (`execute`: cache first, then the model service); its seed was drawn 
 over after a crash is the same request, and an output its first run already stored is found, not made again.
 
 A model service that is unavailable (scaled to zero and starting, busy, restarting) does not fail the job:
-it waits `Retry-After` and tries again, up to `UNAVAILABLE_TRIES`, with its stage saying so.
+it waits `Retry-After` and tries again for up to `UNAVAILABLE_BUDGET_S`, with its stage saying so.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,8 +28,9 @@ from genmedia.jobs.store import LEASE_S, JobStore
 IDLE_POLL_S = 0.5
 # How often finished jobs past JOB_RETENTION_S are deleted.
 RETENTION_SWEEP_S = 600.0
-# Tries of a job whose model service answers 503 before the job fails with that 503.
-UNAVAILABLE_TRIES = 5
+# How long a job whose model service answers 503 keeps trying before it fails with that 503: longer than a
+# BentoCloud cold start, and than a burst of sync requests holding the service busy.
+UNAVAILABLE_BUDGET_S = 900.0
 MAX_RETRY_WAIT_S = 30.0
 
 Result = TypeVar("Result")
@@ -168,22 +170,26 @@ class JobRunner:
     async def _attempt(self, job: dict) -> dict:
         """{"result": ...} or {"error": {"status", "message"}}: a job's outcome, never an exception."""
         progress = Progress(self.store, job["id"], self.name)
-        tries = 0
+        lost = {"error": {"status": 409, "message": "The job is no longer this runner's."}}  # discarded anyway
+        deadline = time.monotonic() + UNAVAILABLE_BUDGET_S
         while True:
-            tries += 1
             try:
                 return {"result": await self.execute(job["request"], progress)}
             except JobLost:
-                return {"error": {"status": 409, "message": "The job is no longer this runner's."}}  # discarded
+                return lost
             except ServiceError as error:
-                if error.status != 503 or tries >= UNAVAILABLE_TRIES:
-                    return {"error": {"status": error.status, "message": error.message}}
                 wait_s = min(float(error.retry_after or 5), MAX_RETRY_WAIT_S)
-                await progress.report(f"{error.message} (try {tries} of {UNAVAILABLE_TRIES})")
-                await asyncio.sleep(wait_s)
+                if error.status != 503 or time.monotonic() + wait_s > deadline:
+                    return {"error": {"status": error.status, "message": error.message}}
+                waiting = error.message
             except Exception:
                 logger.exception("job %s failed", job["id"])
                 return {"error": {"status": 500, "message": "An unexpected error occurred; it has been logged."}}
+            try:
+                await progress.report(waiting)
+            except JobLost:
+                return lost
+            await asyncio.sleep(wait_s)
 
 
 async def delete_expired_jobs(store: JobStore) -> None:
