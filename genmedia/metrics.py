@@ -24,6 +24,7 @@ FOLDED_FILE_ENDPOINT = 'endpoint="/files/{file_key}"'
 class Metrics:
     generation_seconds: Any  # Histogram{capability}: model time per request (or per batch for captions)
     outputs_generated: Any  # Counter{capability}: images / audio files / captions produced
+    generations_stopped: Any  # Counter{capability}: stopped early because their caller went away
     audio_seconds: Any  # Counter: seconds of speech produced (real-time factor = generation / audio)
     caption_batch_size: Any  # Histogram: images per captioning forward pass
     cache_hits: Any  # Counter{capability, where}: answered from storage without generating
@@ -47,6 +48,9 @@ def metrics() -> Metrics:
             "genmedia_generation_seconds", "Model time per call", ["capability"], buckets=SECONDS_BUCKETS
         ),
         outputs_generated=prom.Counter("genmedia_outputs_generated", "Outputs generated", ["capability"]),
+        generations_stopped=prom.Counter(
+            "genmedia_generations_stopped", "Generations stopped because their caller went away", ["capability"]
+        ),
         audio_seconds=prom.Counter("genmedia_audio_seconds", "Seconds of audio synthesized"),
         caption_batch_size=prom.Histogram(
             "genmedia_caption_batch_size", "Images per captioning forward pass", buckets=BATCH_BUCKETS

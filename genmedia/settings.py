@@ -23,6 +23,10 @@ PRIVATE_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,
 RATE_LIMIT_STORAGE_SCHEMES = ("memory://", "redis://", "rediss://")
 
 
+# What JOB_STORE_URL may name: the embedded SQLite file, or a PostgreSQL server (psycopg 3).
+JOB_STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
@@ -55,6 +59,13 @@ class Settings:
     blocked_prompt_terms_file: Path | None = None
     safety_checker: bool = True
     caption_max_batch_size: int = 4
+    job_store_url: str = "sqlite:///.data/jobs.db"
+    job_retention_s: float = 604800.0
+    job_concurrency: int = 4
+    webhook_secret: str | None = None
+    webhook_retry_window_s: float = 3600.0
+    webhook_allow_private: bool = False
+    gateway_max_replicas: int = 1
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -151,6 +162,13 @@ class Settings:
             blocked_prompt_terms_file=Path(terms) if (terms := text("BLOCKED_PROMPT_TERMS_FILE")) else None,
             safety_checker=boolean("SAFETY_CHECKER", True),
             caption_max_batch_size=integer("CAPTION_MAX_BATCH_SIZE", 4, 1),
+            job_store_url=text("JOB_STORE_URL", "sqlite:///.data/jobs.db"),
+            job_retention_s=seconds("JOB_RETENTION_S", 604800.0),
+            job_concurrency=integer("JOB_CONCURRENCY", 4, 1),
+            webhook_secret=text("WEBHOOK_SECRET"),
+            webhook_retry_window_s=seconds("WEBHOOK_RETRY_WINDOW_S", 3600.0),
+            webhook_allow_private=boolean("WEBHOOK_ALLOW_PRIVATE", False),
+            gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 1, 1),
         )
         settings._check_consistency()
         return settings
@@ -177,6 +195,18 @@ class Settings:
             raise SettingsError(f"RATE_LIMIT_STORAGE_URL must start with {', '.join(RATE_LIMIT_STORAGE_SCHEMES)}")
         if self.blocked_prompt_terms_file is not None and not self.blocked_prompt_terms_file.is_file():
             raise SettingsError(f"BLOCKED_PROMPT_TERMS_FILE={str(self.blocked_prompt_terms_file)!r} is not a file")
+        if not self.job_store_url.startswith(JOB_STORE_SCHEMES):
+            raise SettingsError(
+                f"JOB_STORE_URL must start with {' or '.join(JOB_STORE_SCHEMES)} (the database URL is not shown)"
+            )
+        if self.gateway_max_replicas > 1 and self.job_store_url.startswith("sqlite"):
+            # Each replica would keep its own file: a job submitted on one is unknown to the others.
+            raise SettingsError(
+                f"GATEWAY_MAX_REPLICAS={self.gateway_max_replicas} needs a JOB_STORE_URL every replica shares "
+                "(postgresql://…), not SQLite"
+            )
+        if self.webhook_secret is not None and not self.webhook_secret.startswith("whsec_"):
+            raise SettingsError("WEBHOOK_SECRET must be a Standard Webhooks secret, 'whsec_' + base64")
         if "*" in self.cors_origins and self.gateway_api_keys:
             raise SettingsError("CORS_ORIGINS='*' is refused while GATEWAY_API_KEYS is set: list the origins")
 

@@ -80,6 +80,7 @@ import httpx
 import psutil
 
 from services.image_captioning import CPUS as CAPTIONER_CPUS
+from testbed import jobs
 from testbed.serving import REPO_ROOT, Server, base_env
 
 A = TypeVar("A")
@@ -135,6 +136,7 @@ ROWS = {
     "caption speed, BLIP-base": ("captions/s", (">=", 2.0)),
     "caption speed, BLIP-large": ("captions/s", (">=", 1.6)),
     "caption memory": ("GB", ("<=", 1.3)),
+    "job overhead": ("s", ("<=", 1.05)),
 }
 
 # What one server session measures, by the name `--only` takes.
@@ -145,6 +147,7 @@ SESSIONS = {
     "batched-images": ["batched images"],
     "safety": ["safety checker"],
     "captions": ["caption speed, BLIP-base", "caption speed, BLIP-large", "caption memory"],
+    "jobs": ["job overhead"],
 }
 
 FULL_PLAN = Plan()
@@ -949,6 +952,70 @@ def memory_samples(values: list[int]) -> list[float]:
 # --- Report -------------------------------------------------------------------------------------------------
 
 
+class JobOverhead:
+    """`job overhead`: a durable job's submit → `succeeded` (seen on its event stream) against the sync route,
+    fresh seeded requests of the bench size taken in turn, p50 of each; and the p50 latency of the stream's
+    first event (the job as it is), counted from the submit's answer."""
+
+    # The issue's target: A ÷ B ≤ 1.05, plus at most this much in absolute terms.
+    ALLOWED_EXTRA_S = 0.05
+
+    def __init__(self, home: Path, directory: Path, plan: Plan, seeds):
+        self.plan = plan
+        self.seeds = seeds
+        self.gateway = bench_server(GATEWAY, home, directory)
+        self.gateway.env["JOB_STORE_URL"] = f"sqlite:///{directory / 'jobs.db'}"
+
+    def job(self, seed: int) -> tuple[float, float]:
+        """Seconds from submit to the `succeeded` event, and from the submit's answer to the first event."""
+        body = {"prompt": PROMPT, "width": SIDE, "height": SIDE, "steps": STEPS, "seed": seed}
+        started = time.perf_counter()
+        submitted = jobs.submit(self.gateway.url, "generate_image", body, {})
+        answered = time.perf_counter()
+        if submitted.status_code != 202:
+            raise BenchError(f"/jobs/generate_image answered {submitted.status_code}: {submitted.text[:500]}")
+        stream = jobs.events(self.gateway.url, submitted.json()["id"], {}, timeout_s=REQUEST_TIMEOUT_S)
+        _, job = next(stream)
+        first_event_s = time.perf_counter() - answered
+        for _, later in stream:
+            job = later
+        if job["status"] != "succeeded":
+            raise BenchError(f"a job ended {job['status']}: {job['error']}")
+        return time.perf_counter() - started, first_event_s
+
+    def measure(self) -> list[Row]:
+        row = Row.named("job overhead")
+        log("starting `bentoml serve services.gateway:Gateway` for the job row")
+        try:
+            self.gateway.start(ready_timeout_s=READY_TIMEOUT_S)
+            with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
+                post_image(client, self.gateway.url, next(self.seeds), wait_unavailable_s=READY_TIMEOUT_S)
+                self.job(next(self.seeds))
+                image_s, _ = post_image(client, self.gateway.url, next(self.seeds))
+                pairs = max(self.plan.overhead_pairs, min(100, math.ceil(self.plan.overhead_seconds / image_s)))
+                as_jobs, synced, first_events = [], [], []
+                for index in range(pairs):
+                    (job_s, first_s), (sync_s, _) = in_turn(
+                        index,
+                        partial(self.job, next(self.seeds)),
+                        partial(post_image, client, self.gateway.url, next(self.seeds)),
+                    )
+                    as_jobs.append(job_s)
+                    synced.append(sync_s)
+                    first_events.append(first_s)
+        finally:
+            self.gateway.stop()
+        row.measured(as_jobs, synced)
+        row.samples = {"job s": as_jobs, "sync s": synced, "first event s": first_events}
+        within = row.a <= row.b * row.target[1] + self.ALLOWED_EXTRA_S
+        row.note = (
+            f"p50 of fresh seeded images, submit → `succeeded` on the event stream vs `/generate_image`; first "
+            f"event p50 {median(first_events) * 1000:.0f} ms after the submit's answer; within "
+            f"{row.target[1]} × sync + {self.ALLOWED_EXTRA_S * 1000:.0f} ms: {'yes' if within else 'no'}"
+        )
+        return [row]
+
+
 def machine_description() -> str:
     import torch
 
@@ -1006,7 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=SESSIONS,
         help="measure only these rows (repeatable: cold-start = cold start and memory, gateway = overhead, "
         "throughput and cache hit, batching, captions = caption speed and memory, batched-images, safety = the "
-        "safety checker); RESULTS.md is written only when all are measured",
+        "safety checker, jobs = job overhead); RESULTS.md is written only when all are measured",
     )
     arguments = parser.parse_args(argv)
     chosen = arguments.only or list(SESSIONS)
@@ -1028,6 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
         "captions": lambda: caption_rows(captions_homes, WORK, plan),
         "batched-images": lambda: BatchedImages(images_home, WORK, plan, seeds).measure(),
         "safety": lambda: safety_row(images_home, safety_home, model, WORK, plan, seeds),
+        "jobs": lambda: JobOverhead(images_home, WORK / "jobs", plan, seeds).measure(),
     }
     for session, names in SESSIONS.items():
         if session not in chosen:

@@ -4,13 +4,15 @@ The tiny-model gateway and its three model services (`testbed.composition`, stor
 Supabase Storage stand-in) get a few users' worth of traffic (new and repeated images and speech, captions,
 some bad requests) while a fault thread cycles through: a storage outage, transient upload failures, hung
 uploads, a hung speech service, a burst beyond the image service's queue, and once a SIGKILL of the image
-service. At the end storage is left up until the spool drains, and it prints the figures:
+service. Some of the traffic is durable jobs (`/jobs/...`), which must each end `succeeded` through all of
+it. At the end storage is left up until the spool drains, and it prints the figures:
 
     requests tried, faults injected, 5xx seen (expected 503 + Retry-After during a fault, or unintended),
-    outputs spooled during outages and outputs lost, peak RSS per service, and the gateway's RSS growth.
+    outputs spooled during outages and outputs lost, jobs submitted, succeeded, failed and lost, peak RSS
+    per service, and the gateway's RSS growth.
 
-It exits 1 on any lost output, any unintended 5xx or a request that got no answer, or gateway memory that
-grew more than --rss-growth-mb.
+It exits 1 on any lost output or job, any unintended 5xx or a request that got no answer, or gateway memory
+that grew more than --rss-growth-mb.
 
     python -m load_tests.soak [--minutes 3] [--users 6]
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from testbed import jobs
 from testbed.composition import (
     AUTH,
     BACKEND_TIMEOUT_S,
@@ -48,6 +51,9 @@ from testbed.figures import FIGURES
 from testbed.serving import import_tiny_models
 
 SPOOLED_KEY = re.compile(r"'((?:images|audio)/[0-9a-f]{64}\.[a-z]+)'")
+SOAK_JOB_CONCURRENCY = 2
+# How long the jobs still unfinished when the traffic stops have to end (each waits out its faults).
+JOBS_SETTLE_S = 300
 # After a fault ends, answers for requests that were in flight still carry its marks.
 FAULT_TAIL_S = BACKEND_TIMEOUT_S + 3 * (STORAGE_RETRY_BUDGET_S + STORAGE_TIMEOUT_S) + 5
 
@@ -87,6 +93,7 @@ class Soak:
         self.faults = Faults()
         self.seen_images: list[dict] = []
         self.seen_speech: list[dict] = []
+        self.job_ids: list[str] = []
         self.no_answer = 0
 
     def running(self) -> bool:
@@ -105,9 +112,11 @@ class Soak:
             "image"
             if overload
             else rng.choices(
-                ["image", "image again", "speech", "speech again", "caption", "bad"], [35, 12, 18, 5, 22, 8]
+                ["image", "image again", "speech", "speech again", "caption", "bad", "job"], [30, 12, 16, 5, 20, 7, 10]
             )[0]
         )
+        if choice == "job":
+            return self.submit_job(client, rng)
         if choice == "image again" and self.seen_images:
             route, kwargs = "/generate_image", {"json": rng.choice(self.seen_images)}
         elif choice == "speech again" and self.seen_speech:
@@ -137,6 +146,37 @@ class Soak:
             (self.seen_images if route == "/generate_image" else self.seen_speech).append(kwargs["json"])
         if response.status_code >= 400 and not says_why(response):
             FIGURES.record_failure(f"POST {route} -> {response.status_code} without an error message", answered=True)
+
+    def submit_job(self, client: httpx.Client, rng: random.Random) -> None:
+        if rng.random() < 0.7:
+            kind, body = "generate_image", {"prompt": f"soak job {rng.randrange(10**6)}", "width": 64, "height": 64}
+        else:
+            kind, body = "synthesize_speech", {"text": f"Soak job {rng.randrange(10**6)}."}
+        started = time.monotonic()
+        try:
+            response = client.post(f"/jobs/{kind}", json=body)
+        except httpx.HTTPError as error:
+            self.no_answer += 1
+            FIGURES.record_failure(f"POST /jobs/{kind} -> no answer ({type(error).__name__})")
+            return
+        FIGURES.record(response, fault=self.faults.during(started, time.monotonic()))
+        if response.status_code == 202:
+            self.job_ids.append(response.json()["id"])
+
+    def settle_jobs(self) -> dict[str, int]:
+        """Wait for every accepted job to end; counts by final status, and `lost`: gone, or never ending."""
+        counts = {"submitted": len(self.job_ids), "succeeded": 0, "failed": 0, "canceled": 0, "lost": 0}
+        deadline = time.monotonic() + JOBS_SETTLE_S
+        for job_id in self.job_ids:
+            try:
+                job = jobs.wait_for(self.composition.url, job_id, AUTH, timeout_s=max(1, deadline - time.monotonic()))
+                counts[job["status"]] += 1
+                if job["status"] == "failed":
+                    print(f"soak: job {job_id} failed: {job['error']}", flush=True)
+            except (AssertionError, httpx.HTTPError) as error:
+                counts["lost"] += 1
+                FIGURES.record_failure(f"job {job_id} lost: {str(error).splitlines()[0]}")
+        return counts
 
     def watch_spool(self) -> None:
         """Every output that ever sits in a spool is one that must reach storage in the end."""
@@ -220,12 +260,15 @@ def main(argv: list[str] | None = None) -> int:
             print("soak: building the tiny models ...", flush=True)
             import_tiny_models(home)
         with FaultyStorage(service_key=SUPABASE_KEY) as storage:
-            composition = Composition(home, work, storage)
+            # Jobs leave room on the image service (max_concurrency IMAGE_MAX_CONCURRENCY here) for the sync
+            # users, as JOB_CONCURRENCY 4 does beside its production max_concurrency of 32.
+            composition = Composition(home, work, storage, JOB_CONCURRENCY=str(SOAK_JOB_CONCURRENCY))
             print("soak: starting the composition ...", flush=True)
             started = time.monotonic()
             composition.start()
             FIGURES.timing("composition start", time.monotonic() - started)
             watch = MemoryWatch(composition).start()
+            job_counts = {"submitted": 0, "lost": 0}
             gateway_rss_start = composition.rss_mb("Gateway")
             try:
                 soak = Soak(composition, storage, arguments.minutes, arguments.users)
@@ -240,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 storage.set_down(False)
                 for capability in ("images", "audio"):
                     FIGURES.spooled(*composition.spooled(capability))
+                print("soak: waiting for the jobs to end ...", flush=True)
+                job_counts = soak.settle_jobs()
                 print("soak: waiting for the spool to drain ...", flush=True)
                 composition.wait_until_stored(sorted(FIGURES.spooled_keys), timeout_s=DRAIN_WAIT_S + 60)
             except AssertionError as error:
@@ -255,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== soak figures ===")
     print(FIGURES.render())
     print(f"gateway RSS growth: {gateway_rss_growth:.0f} MB (allowed {arguments.rss_growth_mb:.0f} MB)")
+    print("jobs: " + ", ".join(f"{count} {name}" for name, count in job_counts.items()))
     problems = []
+    if job_counts["lost"]:
+        problems.append(f"{job_counts['lost']} job(s) lost")
     if FIGURES.lost_keys:
         problems.append(f"{len(FIGURES.lost_keys)} output(s) lost")
     if FIGURES.unintended_5xx:

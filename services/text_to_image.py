@@ -8,18 +8,25 @@ other threads, so the GPU starts the next image while the previous one is writte
 prompt (`/generate_images`, the gateway's `n`) are one batched pipeline call with a generator per image, which
 on a GPU costs far less than one call each. Each image is checked by the safety checker (`genmedia.safety`) on
 the same thread and device before it is encoded; a flagged one is withheld (422), a marker stored in its place.
+
+`/generate_image_progress` is the same generation answered as a stream of JSON lines, one after each
+denoising step, for the gateway's jobs to report progress; a caller that goes away (a canceled job) stops
+the denoising at the next step, and that unfinished image is never stored.
 """
 
 import asyncio
 import io
+import json
+import threading
 import time
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
 
 from genmedia import logger
 from genmedia.contract.bodies import BodyGuard
-from genmedia.contract.errors import ErrorBodyMiddleware, Withheld, answers_errors
+from genmedia.contract.errors import ErrorBodyMiddleware, ServiceError, Withheld, answers_errors
 from genmedia.contract.requests import CONTENT_TYPES, ImageCount, ImageRequest, ImageResult
 from genmedia.metrics import metrics
 from genmedia.model_loading import SAFETY_CHECKER, TEXT_TO_IMAGE, load_safety_checker, load_text_to_image, pick_device
@@ -29,6 +36,10 @@ from services import ONE_LASTING_CONNECTION
 
 ENCODE_OPTIONS = {"png": {"optimize": False}, "webp": {"quality": 90}, "jpeg": {"quality": 92}}
 WARM_UP = ImageRequest(prompt="warm-up", width=64, height=64, steps=1, seed=0)
+
+
+class GenerationStopped(Exception):
+    """The caller of a progress stream went away, so the generation stopped early; nothing is stored."""
 
 
 def encode_image(image, format: str) -> bytes:
@@ -75,15 +86,28 @@ class TextToImage:
         if self.safety_checker is None:
             logger.warning("SAFETY_CHECKER=off: generated images are returned unchecked")
 
-    def denoise(self, series: list[ImageRequest]):
-        """The images of resolved requests that differ in their seed only, in one batched pipeline call."""
+    def denoise(
+        self,
+        series: list[ImageRequest],
+        on_step: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ):
+        """The images of resolved requests that differ in their seed only, in one batched pipeline call;
+        `on_step` hears of each denoising step, and a set `stop` ends the call at the next one."""
         import torch
+
+        def step_ended(pipeline, step: int, timestep, tensors: dict) -> dict:
+            on_step(step + 1)
+            if stop is not None and stop.is_set():
+                pipeline._interrupt = True  # diffusers skips the remaining steps (reset at each call)
+            return tensors
 
         # One generator per image: image i is the one its own seed gives (diffusers treats a list of one
         # generator as that generator, so a single image is what an unbatched call gives).
         generators = [torch.Generator(device=self.device).manual_seed(request.seed) for request in series]
+        watched = {"callback_on_step_end": step_ended} if on_step is not None else {}
         arguments = series[0].pipeline_arguments()
-        return self.pipeline(**arguments, num_images_per_prompt=len(series), generator=generators).images
+        return self.pipeline(**arguments, num_images_per_prompt=len(series), generator=generators, **watched).images
 
     def flagged(self, image) -> bool:
         """Whether the safety checker withholds `image`; False when it is off."""
@@ -106,7 +130,41 @@ class TextToImage:
         """`count` images of one prompt, seeds s, s+1, …, in one batched call; each stored under its own key."""
         return await self.make_images(request, count)
 
-    async def make_images(self, request: ImageRequest, count: int) -> list[ImageResult]:
+    @bentoml.api(route="/generate_image_progress")
+    async def generate_image_progress(self, request: ImageRequest, /) -> AsyncGenerator[str, None]:
+        """`/generate_image` as JSON lines: `{"step", "steps"}` after each denoising step, then `{"result"}`
+        (the `/generate_image` answer) or `{"error": {"status", "message"}}`."""
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[int] = asyncio.Queue()
+        stop = threading.Event()
+        # The task streaming this answer ends when the caller goes away (Starlette cancels it on the
+        # disconnect), while this generator may linger unfinalized: the generation stops with the task.
+        asyncio.current_task().add_done_callback(lambda _: stop.set())
+        total = request.resolved(self.defaults).steps
+        work = asyncio.ensure_future(
+            self.make_images(request, 1, lambda step: loop.call_soon_threadsafe(steps.put_nowait, step), stop)
+        )
+        work.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved if abandoned
+        while not (work.done() and steps.empty()):
+            next_step = asyncio.ensure_future(steps.get())
+            await asyncio.wait({work, next_step}, return_when=asyncio.FIRST_COMPLETED)
+            if next_step.done():
+                yield json.dumps({"step": next_step.result(), "steps": total}) + "\n"
+            else:
+                next_step.cancel()
+        try:
+            [result] = work.result()
+            yield json.dumps({"result": result.model_dump(mode="json")}) + "\n"
+        except ServiceError as error:
+            yield json.dumps({"error": {"status": error.status, "message": error.message}}) + "\n"
+
+    async def make_images(
+        self,
+        request: ImageRequest,
+        count: int,
+        on_step: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[ImageResult]:
         series = [image.resolved(self.defaults) for image in request.series(count)]
         keys = [image.content_key(self.version) for image in series]
         results = [
@@ -128,8 +186,11 @@ class TextToImage:
 
         started = time.perf_counter()
         images = await asyncio.get_running_loop().run_in_executor(
-            self.denoiser, self.denoise, [series[index] for index in missing]
+            self.denoiser, self.denoise, [series[index] for index in missing], on_step, stop
         )
+        if stop is not None and stop.is_set():
+            metrics().generations_stopped.labels(TEXT_TO_IMAGE).inc()
+            raise GenerationStopped()
         metrics().generation_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
         metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc(len(missing))
         withheld = 0

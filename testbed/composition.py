@@ -105,23 +105,24 @@ class FaultyStorage(FakeSupabaseStorage):
 
 def composition_env(bentoml_home: Path, work: Path, storage: FakeSupabaseStorage, **extra: str) -> dict[str, str]:
     overrides = {"services": {"TextToImage": {"traffic": {"max_concurrency": IMAGE_MAX_CONCURRENCY}}}}
-    return base_env(
-        bentoml_home,
+    settings = {
         **storage.env(bucket=BUCKET),
-        SPOOL_DIR=str(work / "spool"),
-        STORAGE_TIMEOUT_S=str(STORAGE_TIMEOUT_S),
-        STORAGE_RETRY_BUDGET_S=str(STORAGE_RETRY_BUDGET_S),
-        SPOOL_DRAIN_INTERVAL_S=str(SPOOL_DRAIN_INTERVAL_S),
-        GATEWAY_API_KEYS=API_KEY,
-        RATE_LIMIT_PER_MINUTE="1000000",
+        "SPOOL_DIR": str(work / "spool"),
+        "STORAGE_TIMEOUT_S": str(STORAGE_TIMEOUT_S),
+        "STORAGE_RETRY_BUDGET_S": str(STORAGE_RETRY_BUDGET_S),
+        "SPOOL_DRAIN_INTERVAL_S": str(SPOOL_DRAIN_INTERVAL_S),
+        "GATEWAY_API_KEYS": API_KEY,
+        "RATE_LIMIT_PER_MINUTE": "1000000",
         # Every test calls from loopback: a lockout after a few wrong keys would refuse the suite's right key
         # (tests/test_shared_limits.py checks that limit).
-        AUTH_FAILURES_PER_MINUTE="1000000",
-        BACKEND_TIMEOUT_S=str(BACKEND_TIMEOUT_S),
-        BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
-        BENTOML_CONFIG_OVERRIDES=json.dumps(overrides),
-        **extra,
-    )
+        "AUTH_FAILURES_PER_MINUTE": "1000000",
+        "BACKEND_TIMEOUT_S": str(BACKEND_TIMEOUT_S),
+        "BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "BENTOML_CONFIG_OVERRIDES": json.dumps(overrides),
+        # Each composition's own job store unless told to share one (JOB_STORE_URL in `extra`).
+        "JOB_STORE_URL": f"sqlite:///{work / 'jobs.db'}",
+    }
+    return base_env(bentoml_home, **{**settings, **extra})
 
 
 def new_seed() -> int:
@@ -166,6 +167,14 @@ class Composition:
         for process in left:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
+
+    def kill(self) -> None:
+        """Kill the server and every worker at once (SIGKILL), with no clean shutdown: a crash, a lost node."""
+        root = psutil.Process(self.server.process.pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.server.process.wait(timeout=30)
 
     # Requests.
 

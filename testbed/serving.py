@@ -31,7 +31,9 @@ def base_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("SUPABASE_", "GATEWAY_", "STORAGE_", "BLOCKED_", "RATE_LIMIT", "CORS_"))
+        if not key.startswith(
+            ("SUPABASE_", "GATEWAY_", "STORAGE_", "BLOCKED_", "RATE_LIMIT", "CORS_", "JOB_", "WEBHOOK_")
+        )
     }
     env.update(
         HF_HUB_OFFLINE="1",
@@ -64,6 +66,8 @@ class Server:
     def __init__(self, target: str, env: dict[str, str], log_path: Path, port: int | None = None):
         self.target = target
         self.env = {**env, "BENTOML_HOME": str(private_home(Path(env["BENTOML_HOME"]), log_path.parent))}
+        # A job store of its own unless told to share one: gateways on one store run each other's jobs.
+        self.env.setdefault("JOB_STORE_URL", f"sqlite:///{log_path.parent / 'jobs.db'}")
         self.log_path = log_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"

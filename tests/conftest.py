@@ -57,3 +57,17 @@ def redis_server(tmp_path_factory):
     server = RedisServer(program, tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on loopback for the whole session; its tests skip (or fail in CI) without one."""
+    from testbed.postgres_server import PostgresServer, PostgresUnavailable
+    from testbed.servers import server_missing
+
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as error:
+        server_missing(f"PostgreSQL: {error}")
+    yield server
+    server.stop()

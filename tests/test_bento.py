@@ -227,11 +227,11 @@ def test_served_bento_captions_an_image(client):
     assert result.caption.strip() and result.model.startswith("image-captioning:")
 
 
-def test_served_bento_runs_an_async_image_job(client, installed_sdk):
+def test_served_bento_runs_a_durable_image_job(client):
     job = client.submit_image_job(prompt="a kite", width=64, height=64)
-    assert job.status() in set(installed_sdk.TaskStatus)
-    result = job.wait(timeout_s=300, poll_s=0.3)
-    assert job.status() == installed_sdk.TaskStatus.COMPLETED
+    assert job.status == "queued"
+    result = job.wait(timeout_s=300)
+    assert job.status == "succeeded" and job.result == result
     assert Image.open(io.BytesIO(fetch(result.public_url))).size == (64, 64)
 
 

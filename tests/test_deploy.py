@@ -12,6 +12,7 @@ import re
 import pytest
 import yaml
 
+from genmedia.settings import Settings, SettingsError
 from tools.deployment_config import DEFAULTS, TEMPLATE, render
 
 REPO_ROOT = TEMPLATE.parents[1]
@@ -24,6 +25,8 @@ SECRET_SETTINGS = (
     "SUPABASE_SERVICE_ROLE_KEY",
     "GATEWAY_API_KEYS",
     "RATE_LIMIT_STORAGE_URL",  # a Redis URL holds its password
+    "JOB_STORE_URL",
+    "WEBHOOK_SECRET",
     "HF_TOKEN",
 )
 
@@ -136,17 +139,42 @@ def test_config_holds_no_secret_only_secret_names(config):
     text = TEMPLATE.read_text()
     assert not re.search(r"eyJ[\w-]{10,}", text)  # a JWT (Supabase keys are JWTs)
     assert not re.search(r"https://\w+\.supabase\.co", text)
-    assert config["secrets"] == ["genmedia-supabase", "genmedia-gateway", "genmedia-rate-limits"]
+    assert config["secrets"] == ["genmedia-supabase", "genmedia-gateway", "genmedia-rate-limits", "genmedia-jobs"]
 
 
 def test_readme_creates_every_secret_the_config_names(config):
     readme = (REPO_ROOT / "README.md").read_text()
     for secret in config["secrets"]:
         assert f"bentoml secret create {secret}" in readme, secret
-    for setting in SECRET_SETTINGS[:4]:
+    for setting in SECRET_SETTINGS[:6]:
         assert setting in readme
 
 
 def test_every_placeholder_is_filled():
     text = render("genmedia:test", {})
     assert "${" not in text and "$" not in text.replace("$$", "")
+
+
+def gateway_env(config: dict) -> dict[str, str]:
+    """What the deployed gateway's settings see from the config (the secrets come on top)."""
+    return {env["name"]: env["value"] for env in config["envs"] + config["services"]["Gateway"]["envs"]}
+
+
+def test_the_gateway_refuses_sqlite_when_it_may_run_more_than_one_replica(config):
+    env = gateway_env(config)
+    assert int(env["GATEWAY_MAX_REPLICAS"]) == config["services"]["Gateway"]["scaling"]["max_replicas"] == 3
+    secrets = {"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+    for store in ("sqlite:///.data/jobs.db", ""):  # named, or left to the default
+        with pytest.raises(SettingsError, match="GATEWAY_MAX_REPLICAS=3 needs a JOB_STORE_URL"):
+            Settings.from_env({**env, **secrets, "JOB_STORE_URL": store})
+    postgres = "postgresql://genmedia:pw@db.example.supabase.co:5432/postgres"
+    assert Settings.from_env({**env, **secrets, "JOB_STORE_URL": postgres}).job_store_url == postgres
+
+
+def test_one_gateway_replica_may_keep_its_jobs_in_sqlite():
+    config = rendered(GATEWAY_MAX_REPLICAS="1")
+    assert config["services"]["Gateway"]["scaling"]["max_replicas"] == 1
+    env = {**gateway_env(config), "SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+    assert Settings.from_env(env).job_store_url.startswith("sqlite")
+    with pytest.raises(ValueError, match="GATEWAY_MAX_REPLICAS"):
+        rendered(GATEWAY_MAX_REPLICAS="many")

@@ -79,56 +79,6 @@ def test_caption_image_end_to_end(gateway):
     assert response.json()["model"].startswith("image-captioning:")
 
 
-def wait_for_task(server: Server, route: str, task_id: str, timeout_s: float = 120) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{server.url}{route}/status", params={"task_id": task_id}, headers=AUTH, timeout=10)
-        assert status.status_code == 200, status.text
-        if status.json()["status"] not in ("in_progress", "pending"):
-            return status.json()["status"]
-        time.sleep(0.3)
-    raise AssertionError(f"task {task_id} still running after {timeout_s} s")
-
-
-def test_async_image_job_submit_status_get(gateway):
-    submitted = post(gateway, "/generate_image_async/submit", json={"prompt": "a kite", "width": 64, "height": 64})
-    assert submitted.status_code == 200, submitted.text
-    task_id = submitted.json()["task_id"]
-    assert wait_for_task(gateway, "/generate_image_async", task_id) == "completed"
-    result = httpx.get(f"{gateway.url}/generate_image_async/get", params={"task_id": task_id}, headers=AUTH)
-    assert result.status_code == 200, result.text
-    image = Image.open(io.BytesIO(httpx.get(result.json()["public_url"]).content))
-    assert image.size == (64, 64)
-
-
-def test_async_speech_job_submit_status_get(gateway):
-    submitted = post(gateway, "/synthesize_speech_async/submit", json={"text": "One job.", "format": "ogg"})
-    task_id = submitted.json()["task_id"]
-    assert wait_for_task(gateway, "/synthesize_speech_async", task_id) == "completed"
-    result = httpx.get(f"{gateway.url}/synthesize_speech_async/get", params={"task_id": task_id}, headers=AUTH)
-    assert result.json()["format"] == "ogg"
-    samples, _ = soundfile.read(io.BytesIO(httpx.get(result.json()["public_url"]).content))
-    assert len(samples) > 0
-
-
-def test_plain_requests_are_not_serialised_behind_tasks(gateway):
-    tasks = [
-        post(gateway, "/generate_image_async/submit", json={"prompt": f"job {n}", "width": 512, "height": 512}).json()
-        for n in range(4)
-    ]
-    caption = post(gateway, "/caption_image", files={"image": ("x.png", png_bytes(), "image/png")})
-    assert caption.status_code == 200
-    still_running = [
-        httpx.get(
-            f"{gateway.url}/generate_image_async/status", params={"task_id": task["task_id"]}, headers=AUTH
-        ).json()["status"]
-        for task in tasks
-    ]
-    assert "in_progress" in still_running, "the plain request should finish while image jobs are still running"
-    for task in tasks:
-        assert wait_for_task(gateway, "/generate_image_async", task["task_id"]) == "completed"
-
-
 def test_files_route_refuses_traversal_and_answers_404_for_missing(gateway):
     for path in ("/files/..%2F..%2Fetc%2Fpasswd", "/files/images/%2E%2E/secret", "/files/%2Fetc%2Fpasswd"):
         response = httpx.get(gateway.url + path)

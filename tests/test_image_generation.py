@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -228,3 +230,41 @@ def test_generate_images_makes_count_images_in_one_pipeline_call(image_service):
     # Each image is stored alone: image 1 on its own is a cache hit.
     alone = generate(image_service, width=64, height=64, seed=901).json()
     assert (alone["cached"], alone["file_key"]) == (True, results[1]["file_key"])
+
+
+def progress_lines(service: Server, request: dict, stop_after: int | None = None) -> list[dict]:
+    """The lines of `/generate_image_progress`; with `stop_after`, the caller goes away after that many."""
+    lines = []
+    with httpx.stream("POST", f"{service.url}/generate_image_progress", json=request, timeout=300) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line:
+                lines.append(json.loads(line))
+            if stop_after is not None and len(lines) == stop_after:
+                break
+    return lines
+
+
+def test_the_progress_stream_reports_each_step_then_the_sync_routes_answer(image_service):
+    request = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3, "seed": 11}
+
+    lines = progress_lines(image_service, request)
+
+    assert lines[:3] == [{"step": n, "steps": 3} for n in (1, 2, 3)]
+    assert lines[3]["result"] == {**generate(image_service, **request).json(), "cached": False}
+    assert len(lines) == 4
+
+
+def test_a_progress_stream_whose_caller_goes_away_stops_and_stores_nothing(image_service, storage):
+    generated = image_service.metric("genmedia_outputs_generated_total")
+    stopped = image_service.metric("genmedia_generations_stopped_total")
+    request = {"prompt": "a red fox", "width": 256, "height": 256, "steps": 100, "seed": 12}
+
+    assert progress_lines(image_service, request, stop_after=2) == [{"step": n, "steps": 100} for n in (1, 2)]
+
+    deadline = time.monotonic() + 300
+    while image_service.metric("genmedia_generations_stopped_total") == stopped:
+        assert time.monotonic() < deadline, "the generation went on after its caller left"
+        time.sleep(0.2)
+    assert image_service.metric("genmedia_outputs_generated_total") == generated
+    assert generate(image_service, **request).json()["cached"] is False, "the stopped image was not stored"

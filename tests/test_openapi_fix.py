@@ -11,7 +11,6 @@ import pytest
 
 from tools.openapi_spec import fix_spec, gateway_spec
 
-SERVER_TASK_STATUSES = ["pending", "in_progress", "completed", "failed", "canceled"]
 ERROR_STATUSES = {"400", "401", "403", "404", "413", "429", "500", "503"}
 
 
@@ -56,13 +55,9 @@ def test_info_is_pinned_so_the_spec_does_not_depend_on_the_build(raw_spec, spec)
     assert spec["info"]["title"] == "genmedia" and spec["info"]["version"] == "0.1.0"
 
 
-def test_task_cancel_has_its_own_operation_not_retrys(raw_spec, spec):
-    retry_id = operation(raw_spec, "/generate_image_async/retry")["operationId"]
-    assert operation(raw_spec, "/generate_image_async/cancel", "put")["operationId"] == retry_id
-    for task in ("generate_image_async", "synthesize_speech_async"):
-        assert operation(spec, f"/{task}/retry")["operationId"] == f"{task}_retry"
-        assert operation(spec, f"/{task}/cancel", "put")["operationId"] == f"{task}_cancel"
-    ids = [op["operationId"] for item in spec["paths"].values() for op in item.values() if "operationId" in op]
+def test_operation_ids_are_unique():
+    paths = fix_spec(gateway_spec())["paths"].values()
+    ids = [op["operationId"] for item in paths for op in item.values() if "operationId" in op]
     assert len(ids) == len(set(ids))
 
 
@@ -72,36 +67,25 @@ def test_operations_are_named_by_route_under_one_gateway_tag(spec):
     assert "Service APIs" not in json.dumps(spec)
 
 
-def test_task_status_enum_is_what_the_server_answers(raw_spec, spec):
-    assert ok_schema(raw_spec, "/generate_image_async/status", "get")["properties"]["status"]["enum"] == [
-        "in_progress",
-        "success",
-        "failure",
-        "cancelled",
-    ]
-    status = ok_schema(spec, "/generate_image_async/status", "get")
-    assert resolve(spec, status["properties"]["status"])["enum"] == SERVER_TASK_STATUSES
-    assert "completed_at" in status["properties"] and "completed_at" not in status["required"]
+def test_no_task_schema_is_left_without_a_task_route(raw_spec, spec):
+    assert "TaskStatusResponse" in raw_spec["components"]["schemas"]
+    assert not [path for path in spec["paths"] if "_async" in path]
+    assert "TaskStatusResponse" not in spec["components"]["schemas"]
 
 
-def test_submit_and_retry_answer_only_task_id_and_status(raw_spec, spec):
-    assert "created_at" in ok_schema(raw_spec, "/generate_image_async/submit")["required"]
-    for path in ("/generate_image_async/submit", "/synthesize_speech_async/retry"):
-        submitted = ok_schema(spec, path)
-        assert submitted["required"] == ["task_id", "status"]
-        assert set(submitted["properties"]) == {"task_id", "status"}
-
-
-def test_request_bodies_are_flat_named_and_shared_by_sync_and_async_routes(spec):
+def test_request_bodies_are_flat_named_and_shared_by_sync_and_job_routes(spec):
     image = request_schema(spec, "/generate_image")
     assert image["title"] == "GenerateImageRequest"
     # Flat: the body's fields are the route's parameters, not wrapped under a parameter name.
     assert {"prompt", "width", "height", "seed", "format"} <= set(image["properties"])
-    for path in ("/generate_image_async", "/generate_image_async/submit"):
-        assert operation(spec, path)["requestBody"]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/GenerateImageRequest"
-        }
-    assert request_schema(spec, "/synthesize_speech_async/submit")["title"] == "SynthesizeSpeechRequest"
+    job = request_schema(spec, "/jobs/generate_image")
+    assert job["title"] == "ImageJobRequest"
+    assert job["properties"] == {
+        **image["properties"],
+        "webhook": job["properties"]["webhook"],
+        "webhook_events": job["properties"]["webhook_events"],
+    }
+    assert request_schema(spec, "/jobs/synthesize_speech")["title"] == "SpeechJobRequest"
 
 
 def test_optional_fields_accept_null(raw_spec, spec):
@@ -120,7 +104,6 @@ def test_the_upload_is_a_binary_string_not_type_file(raw_spec, spec):
 
 def test_results_are_one_named_schema_each(spec):
     assert ok_schema(spec, "/generate_image")["title"] == "ImageResult"
-    assert ok_schema(spec, "/generate_image_async/get", "get")["title"] == "ImageResult"
     assert ok_schema(spec, "/synthesize_speech")["title"] == "SpeechResult"
     assert ok_schema(spec, "/caption_image")["title"] == "CaptionResult"
     assert not [name for name in spec["components"]["schemas"] if name.endswith(("__Input", "IODescriptor"))]
@@ -144,3 +127,38 @@ def test_every_reference_resolves(spec):
     text = json.dumps(spec)
     for name in {part.split('"')[0] for part in text.split("#/components/schemas/")[1:]}:
         assert name in spec["components"]["schemas"], name
+
+
+def test_job_routes_are_described_as_the_contract_has_them(raw_spec, spec):
+    assert not [path for path in raw_spec["paths"] if path.startswith("/jobs")]  # a mounted app: unseen
+    submit = operation(spec, "/jobs/generate_image")
+    assert submit["tags"] == ["jobs"] and submit["operationId"] == "submit_generate_image_job"
+    assert [parameter["name"] for parameter in submit["parameters"]] == ["Idempotency-Key"]
+    assert {"200", "202", "409"} <= set(submit["responses"])
+    submitted = resolve(spec, submit["responses"]["202"]["content"]["application/json"]["schema"])
+    assert {"id", "kind", "status", "created_at", "status_url", "events_url"} <= set(submitted["required"])
+    job = resolve(
+        spec, operation(spec, "/jobs/{job_id}", "get")["responses"]["200"]["content"]["application/json"]["schema"]
+    )
+    assert set(job["required"]) == {
+        "id",
+        "kind",
+        "status",
+        "progress",
+        "queue_position",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "result",
+        "error",
+        "webhook",
+    }
+    assert resolve(spec, job["properties"]["status"])["enum"] == [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "canceled",
+    ]
+    assert "Last-Event-ID" in [p["name"] for p in operation(spec, "/jobs/{job_id}/events", "get")["parameters"]]
+    assert "409" in operation(spec, "/jobs/{job_id}/cancel")["responses"]

@@ -13,7 +13,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -26,6 +25,7 @@ from genmedia.contract.requests import ImageRequest, SpeechRequest
 from genmedia.model_loading import IMAGE_CAPTIONING, SAFETY_CHECKER, TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import WITHHELD_CONTENT_TYPE, OutputStore
 from genmedia.settings import Settings, SettingsError, get_settings
+from testbed import jobs
 from testbed.serving import REPO_ROOT, Server, base_env
 
 TERMS = "# what this test deployment refuses\ngore\nnud*\nblood bath\n"
@@ -244,25 +244,26 @@ def test_a_blocked_term_is_a_400_naming_the_field_and_wakes_no_model(screening_g
     assert gateway.metric("genmedia_prompts_refused_total", field=field) == refused + 1
 
 
-def wait_for_task(server: Server, route: str, task_id: str, timeout_s: float = 120) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{server.url}{route}/status", params={"task_id": task_id}, timeout=10)
-        if status.json()["status"] not in ("in_progress", "pending"):
-            return status.json()["status"]
-        time.sleep(0.3)
-    raise AssertionError(f"task {task_id} still running after {timeout_s} s")
-
-
-def test_a_blocked_term_in_a_job_fails_it_without_waking_a_model(screening_gateway):
+def test_a_blocked_term_in_a_job_is_a_400_at_submit_and_makes_no_job(screening_gateway):
     forwarded = screening_gateway.metric(FORWARDED)
 
-    submitted = post(screening_gateway, "/generate_image_async/submit", {"prompt": "a blood-bath", "seed": 3})
+    submitted = jobs.submit(screening_gateway.url, "generate_image", {"prompt": "a blood-bath", "seed": 3}, {})
 
-    assert submitted.status_code == 200, submitted.text
-    assert wait_for_task(screening_gateway, "/generate_image_async", submitted.json()["task_id"]) == "failed"
+    assert submitted.status_code == 400, submitted.text
+    assert submitted.json()["error"].startswith("prompt:")
+    assert "blood" not in submitted.json()["error"].lower()
     assert screening_gateway.metric(FORWARDED) == forwarded
-    assert screening_gateway.metric("genmedia_prompts_refused_total", field="prompt") >= 1
+
+
+def test_a_job_whose_image_is_withheld_ends_failed_with_the_422(screening_gateway):
+    submitted = jobs.submit(screening_gateway.url, "generate_image", {"prompt": "a calm lake", "seed": 5}, {})
+    assert submitted.status_code == 202, submitted.text
+
+    job = jobs.wait_for(screening_gateway.url, submitted.json()["id"], {})
+
+    assert job["status"] == "failed" and job["result"] is None
+    assert job["error"]["status"] == 422
+    assert "withheld by the safety checker" in job["error"]["message"]
 
 
 def stored_objects(files) -> dict[str, str]:

@@ -87,7 +87,6 @@ def test_metrics_allowed_takes_addresses_and_cidrs():
     assert settings.metrics_allowed == (ipaddress.ip_network("192.0.2.0/24"),)
     with pytest.raises(SettingsError, match="METRICS_ALLOWED"):
         Settings.from_env({"METRICS_ALLOWED": "everyone"})
-    assert "api_keys=2" in shown
 
 
 @pytest.mark.parametrize("value", ["none", "0", "-1"])
@@ -110,3 +109,24 @@ def test_the_captioner_batches_up_to_caption_max_batch_size(value, batchable, ma
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == [str(batchable), str(max_batch_size)]
+
+
+def test_job_settings_default_to_the_embedded_store():
+    settings = Settings.from_env({})
+
+    assert settings.job_store_url == "sqlite:///.data/jobs.db"
+    assert (settings.job_concurrency, settings.job_retention_s) == (4, 604800.0)
+    assert (settings.webhook_secret, settings.webhook_allow_private) == (None, False)
+
+
+def test_a_job_store_url_of_another_database_is_refused_without_showing_it():
+    with pytest.raises(SettingsError, match="JOB_STORE_URL") as refused:
+        Settings.from_env({"JOB_STORE_URL": "mysql://user:db-password-123@db/jobs"})
+
+    assert "db-password-123" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_bad_job_concurrency_names_the_variable(value):
+    with pytest.raises(SettingsError, match="JOB_CONCURRENCY"):
+        Settings.from_env({"JOB_CONCURRENCY": value})

@@ -1,8 +1,13 @@
 """`python -m tools.deployment_config --bento TAG [--output FILE]`: the BentoCloud config `make deploy` applies.
 
-It fills `deploy/genmedia.template.yaml` with the Bento's tag and the instance types, from the environment
-(DEPLOYMENT_NAME, GPU_INSTANCE_TYPE, CPU_INSTANCE_TYPE, GATEWAY_INSTANCE_TYPE) or the defaults below. The
-names must be ones your BentoCloud cluster lists in `bentoml deployment list-instance-types`.
+It fills `deploy/genmedia.template.yaml` with the Bento's tag, the instance types and the gateway's replica
+ceiling, from the environment (DEPLOYMENT_NAME, GPU_INSTANCE_TYPE, CPU_INSTANCE_TYPE, GATEWAY_INSTANCE_TYPE,
+GATEWAY_MAX_REPLICAS) or the defaults below. The names must be ones your BentoCloud cluster lists in
+`bentoml deployment list-instance-types`.
+
+The job store's URL and the webhook secret come from the BentoCloud secret `genmedia-jobs`, which this tool
+never sees; the gateway is told its replica ceiling (GATEWAY_MAX_REPLICAS) and refuses to start on SQLite
+when it may have siblings (genmedia/settings.py).
 
 A Bento built from the `tiny` or `bench` model profile carries random weights (noise images, gibberish
 captions): it is refused unless `--allow-test-weights` (or ALLOW_TEST_WEIGHTS=1) says a smoke test is meant.
@@ -24,6 +29,7 @@ DEFAULTS = {
     "GPU_INSTANCE_TYPE": "gpu.l40s.1",
     "CPU_INSTANCE_TYPE": "cpu.4",
     "GATEWAY_INSTANCE_TYPE": "cpu.2",
+    "GATEWAY_MAX_REPLICAS": "3",
 }
 TEST_PROFILES = ("tiny", "bench")
 
@@ -31,6 +37,8 @@ TEST_PROFILES = ("tiny", "bench")
 def render(bento: str, env: Mapping[str, str] = os.environ) -> str:
     """The deployment config for `bento`: the template with every placeholder filled (none may be left)."""
     values = {name: env.get(name) or default for name, default in DEFAULTS.items()}
+    if not values["GATEWAY_MAX_REPLICAS"].isdigit() or int(values["GATEWAY_MAX_REPLICAS"]) < 1:
+        raise ValueError(f"GATEWAY_MAX_REPLICAS={values['GATEWAY_MAX_REPLICAS']!r} must be a whole number ≥ 1")
     return Template(TEMPLATE.read_text()).substitute(values, BENTO=bento)
 
 

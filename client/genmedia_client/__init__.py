@@ -4,13 +4,19 @@
 
     client = Genmedia("http://127.0.0.1:3000", api_key=None)
     print(client.generate_image(prompt="a lighthouse at dawn").public_url)
+    job = client.submit_image_job(prompt="a lighthouse at dawn", webhook="https://example.com/hooks/genmedia")
+    print(job.wait().public_url)
 
-`Genmedia` (`gateway.py`, written by hand) covers the common case; `genmedia_client.generated` is the full
-client generated from the gateway's OpenAPI spec by `make client` (every route, including task retry/cancel).
+`Genmedia` (`gateway.py`), `Job` (`jobs.py`) and `verify_webhook` (`webhooks.py`) are written by hand and cover
+the common case; `genmedia_client.generated` is the full client generated from the gateway's OpenAPI spec by
+`make client` (every route).
 """
 
-from .gateway import DEFAULT_TIMEOUT_S, Genmedia, GenmediaError, Job
-from .generated.models import CaptionResult, ImageResult, SpeechResult, TaskStatus
+from .gateway import DEFAULT_TIMEOUT_S, Genmedia
+from .generated.models import CaptionResult
+from .jobs import Job
+from .results import GenmediaError, ImageResult, SpeechResult
+from .webhooks import WebhookEvent, WebhookVerificationError, verify_webhook
 
 __all__ = (
     "DEFAULT_TIMEOUT_S",
@@ -20,5 +26,7 @@ __all__ = (
     "ImageResult",
     "Job",
     "SpeechResult",
-    "TaskStatus",
+    "WebhookEvent",
+    "WebhookVerificationError",
+    "verify_webhook",
 )

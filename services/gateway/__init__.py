@@ -14,8 +14,9 @@ A request passes these checks in order, cheapest first, and reaches a model serv
    scaling on BentoCloud): `services.gateway.backends`. Down, starting or too slow ⇒ 503 + Retry-After.
 
 Backend URLs, storage keys and API keys never appear in a response. Local files are served by
-`services.gateway.files`, the named voices by `services.gateway.voices`, and the OpenAI-compatible `/v1/`
-routes by `services.gateway.openai`, which call `make_images` and `make_speech` below like the native routes.
+`services.gateway.files`, the named voices by `services.gateway.voices`, the OpenAI-compatible `/v1/`
+routes by `services.gateway.openai`, and durable jobs (`/jobs/...`, run by the gateway's own runners) by
+`services.gateway.jobs`; all of them call `make_images` and `make_speech` below like the native routes.
 """
 
 import asyncio
@@ -30,6 +31,7 @@ from genmedia.contract.errors import ErrorBodyMiddleware, answers_errors
 from genmedia.contract.requests import CaptionResult, ImageRequest, ImageResult, SpeechRequest, SpeechResult
 from genmedia.contract.screening import prompt_screen
 from genmedia.contract.uploads import DECODES, check_upload
+from genmedia.jobs.runner import Progress
 from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
@@ -37,6 +39,7 @@ from services.gateway.access import AccessGuard, AddressCheck, Cors
 from services.gateway.backends import forward, served_model
 from services.gateway.docs import ApiDocs
 from services.gateway.files import files_app
+from services.gateway.jobs import jobs_app, run_jobs
 from services.gateway.openai import OpenAIErrors, openai_app
 from services.gateway.voices import voices_app
 from services.image_captioning import ImageCaptioning
@@ -53,7 +56,7 @@ os.environ["FORWARDED_ALLOW_IPS"] = ""
 
 
 @bentoml.service(
-    # Tasks default a service to concurrency 1; the gateway only awaits I/O, so it takes many at once.
+    # The gateway only awaits I/O, so it takes many requests at once.
     traffic={"timeout": 660, "concurrency": 64},
     # /readyz must not wake scaled-to-zero GPU services by probing them.
     runner_probe={"enabled": False},
@@ -75,11 +78,30 @@ class Gateway:
             logger.warning("GATEWAY_API_KEYS is empty: anyone who can reach this gateway can use it")
         logger.info("gateway ready: %r", self.settings)
 
-    async def make_image(self, request: ImageRequest) -> ImageResult:
-        return (await self.make_images(request, 1))[0]
+    @bentoml.on_startup
+    async def start_job_runners(self) -> None:
+        executors = {"generate_image": self.run_image_job, "synthesize_speech": self.run_speech_job}
+        self.job_work = asyncio.create_task(run_jobs(executors))
 
-    async def make_images(self, request: ImageRequest, count: int) -> list[ImageResult]:
-        """`count` images of one prompt (seeds s, s+1, …): from storage when all are there, else one call."""
+    @bentoml.on_shutdown
+    async def stop_job_runners(self) -> None:
+        self.job_work.cancel()
+        await asyncio.gather(self.job_work, return_exceptions=True)
+
+    async def run_image_job(self, request: dict, progress: Progress) -> dict:
+        return plain(await self.make_image(ImageRequest.model_validate(request), progress))
+
+    async def run_speech_job(self, request: dict, progress: Progress) -> dict:
+        return plain(await self.make_speech(SpeechRequest.model_validate(request), progress))
+
+    async def make_image(self, request: ImageRequest, progress: Progress | None = None) -> ImageResult:
+        return (await self.make_images(request, 1, progress))[0]
+
+    async def make_images(
+        self, request: ImageRequest, count: int, progress: Progress | None = None
+    ) -> list[ImageResult]:
+        """`count` images of one prompt (seeds s, s+1, …): from storage when all are there, else one call.
+        A job's `progress` follows the denoising steps of its one image (and drops the stream when canceled)."""
         seeded = request.seed is not None
         # The seed is drawn here, not in the service, so the answer names it even when it comes from storage.
         series = request.series(count)
@@ -101,6 +123,15 @@ class Gateway:
                     for image, key in zip(series, keys, strict=True)
                 ]
         first = series[0].model_dump()
+        if progress is not None:
+            stream = self.text_to_image.to_async.generate_image_progress
+            answer = forward(
+                "TextToImage",
+                "Image generation",
+                lambda: progress.follow(stream(first), ImageResult),
+                self.settings.backend_timeout_s,
+            )
+            return [await progress.watch(self.text_to_image, "the image service", answer)]
         if count == 1:
             call = self.text_to_image.to_async.generate_image
             return [
@@ -112,7 +143,7 @@ class Gateway:
         )
         return [ImageResult.model_validate(result) for result in results]
 
-    async def make_speech(self, request: SpeechRequest) -> SpeechResult:
+    async def make_speech(self, request: SpeechRequest, progress: Progress | None = None) -> SpeechResult:
         seeded = request.seed is not None
         request = request.drawn_seed()
         if self.speech_model and seeded:
@@ -129,12 +160,13 @@ class Gateway:
                     model=version,
                     cached=True,
                 )
-        return await forward(
+        answer = forward(
             "TextToSpeech",
             "Speech synthesis",
             lambda: self.text_to_speech.to_async.synthesize_speech(request.model_dump()),
             self.settings.backend_timeout_s,
         )
+        return await (progress.watch(self.text_to_speech, "the speech service", answer) if progress else answer)
 
     @bentoml.api(route="/generate_image")
     @answers_errors
@@ -142,22 +174,10 @@ class Gateway:
         """Generate an image from a prompt; answers its `file_key` and `public_url`."""
         return await self.make_image(request)
 
-    @bentoml.task(route="/generate_image_async")
-    @answers_errors
-    async def generate_image_async(self, request: ImageRequest, /) -> ImageResult:
-        """`/generate_image` as a job: submit, poll status, get the result."""
-        return await self.make_image(request)
-
     @bentoml.api(route="/synthesize_speech")
     @answers_errors
     async def synthesize_speech(self, request: SpeechRequest, /) -> SpeechResult:
         """Speak `text` in the voice `description` describes; answers its `file_key` and `public_url`."""
-        return await self.make_speech(request)
-
-    @bentoml.task(route="/synthesize_speech_async")
-    @answers_errors
-    async def synthesize_speech_async(self, request: SpeechRequest, /) -> SpeechResult:
-        """`/synthesize_speech` as a job: submit, poll status, get the result."""
         return await self.make_speech(request)
 
     @bentoml.api(route="/caption_image")
@@ -176,9 +196,15 @@ class Gateway:
         )
 
 
+def plain(result) -> dict:
+    """A result as JSON-ready data, whether the model service's client answered a model or a dict."""
+    return result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
+
+
 Gateway.mount_asgi_app(files_app, path="/files")
 Gateway.mount_asgi_app(voices_app, path="/")
 Gateway.mount_asgi_app(openai_app, path="/v1")
+Gateway.mount_asgi_app(jobs_app, path="/jobs")
 # Outermost first: the block list (no CORS headers for a blocked client, not even a preflight), CORS headers
 # even on the other refusals, then OpenAI's error shape under /v1/ (around every refusal), then the access
 # checks, then error-body rewriting.

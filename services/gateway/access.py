@@ -28,9 +28,13 @@ OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json"
 PUBLIC_PREFIXES = ("/files/", "/static_content/")
 # The gateway's upload routes and their file fields (`genmedia.contract.bodies` checks their forms).
 UPLOADS = {"/caption_image": UploadField("image")}
-# Polling an async job is authenticated but not rate limited: a client waiting on a job should not run
-# out of requests for new work.
-POLLING_SUFFIXES = ("/status", "/get")
+# Polling a job (its status, its event stream) is authenticated but not rate limited: a client waiting on
+# a job should not run out of requests for new work.
+POLLING_PREFIX = "/jobs/"
+
+
+def is_polling(method: str, path: str) -> bool:
+    return method == "GET" and path.startswith(POLLING_PREFIX)
 
 
 # Where `AddressCheck` leaves the caller's address for the checks inside it.
@@ -183,7 +187,7 @@ class AccessGuard:
             identity = await self.identify(scope, scope[CLIENT_ADDRESS])
         except Refused as refusal:
             return await self.refuse(send, *refusal.args)
-        polling = scope["path"].endswith(POLLING_SUFFIXES)
+        polling = is_polling(scope["method"], scope["path"])
         if not polling and (wait_s := await self.limits.acquire(identity)) is not None:
             seconds = retry_after(wait_s)
             return await self.refuse(

@@ -40,13 +40,7 @@ ANY_KEY = re.compile(r"(images/[0-9a-f]{64}\.(png|webp|jpeg)|audio/[0-9a-f]{64}\
 # The POST routes of the gateway's spec; the fuzz test below checks that this is all of them.
 POST_ROUTES = (
     "/generate_image",
-    "/generate_image_async",
-    "/generate_image_async/submit",
-    "/generate_image_async/retry",
     "/synthesize_speech",
-    "/synthesize_speech_async",
-    "/synthesize_speech_async/submit",
-    "/synthesize_speech_async/retry",
     "/caption_image",
 )
 EXAMPLES_PER_MODE = 13  # positive and negative: about 25 requests per route

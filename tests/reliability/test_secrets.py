@@ -27,8 +27,8 @@ def answers(composition, storage):
         composition.post("/generate_image", json={"prompt": "", "width": 7}),
         composition.post("/generate_image", content=b"{", headers={"Content-Type": "application/json"}),
         composition.post("/caption_image", files={"image": ("x.png", b"not an image", "image/png")}),
-        composition.post("/generate_image_async/retry", params={"task_id": "nope"}),
-        httpx.get(f"{url}/generate_image_async/status", params={"task_id": "nope"}, headers=AUTH, timeout=30),
+        composition.post("/jobs/nope/cancel"),
+        httpx.get(f"{url}/jobs/nope", headers=AUTH, timeout=30),
         httpx.get(f"{url}/files/images/{'0' * 64}.png", timeout=30),
         httpx.get(f"{url}/no-such-route", timeout=30),
     ]

@@ -1,12 +1,12 @@
 from enum import StrEnum
 
 
-class TaskStatus(StrEnum):
+class JobStatus(StrEnum):
     CANCELED = "canceled"
-    COMPLETED = "completed"
     FAILED = "failed"
-    IN_PROGRESS = "in_progress"
-    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
 
     def __str__(self) -> str:
         return str(self.value)

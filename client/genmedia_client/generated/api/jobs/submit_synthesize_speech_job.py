@@ -6,37 +6,45 @@ import httpx
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.error import Error
-from ...models.task_status_response import TaskStatusResponse
-from ...types import UNSET, Response
+from ...models.job_submitted import JobSubmitted
+from ...models.speech_job_request import SpeechJobRequest
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     *,
-    task_id: str,
+    body: SpeechJobRequest,
+    idempotency_key: str | Unset = UNSET,
 ) -> dict[str, Any]:
-
-    params: dict[str, Any] = {}
-
-    params["task_id"] = task_id
-
-    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
+    headers: dict[str, Any] = {}
+    if not isinstance(idempotency_key, Unset):
+        headers["Idempotency-Key"] = idempotency_key
 
     _kwargs: dict[str, Any] = {
-        "method": "put",
-        "url": "/generate_image_async/cancel",
-        "params": params,
+        "method": "post",
+        "url": "/jobs/synthesize_speech",
     }
 
+    _kwargs["json"] = body.to_dict()
+
+    headers["Content-Type"] = "application/json"
+
+    _kwargs["headers"] = headers
     return _kwargs
 
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Error | TaskStatusResponse | None:
+) -> Error | JobSubmitted | None:
     if response.status_code == 200:
-        response_200 = TaskStatusResponse.from_dict(response.json())
+        response_200 = JobSubmitted.from_dict(response.json())
 
         return response_200
+
+    if response.status_code == 202:
+        response_202 = JobSubmitted.from_dict(response.json())
+
+        return response_202
 
     if response.status_code == 400:
         response_400 = Error.from_dict(response.json())
@@ -57,6 +65,11 @@ def _parse_response(
         response_404 = Error.from_dict(response.json())
 
         return response_404
+
+    if response.status_code == 409:
+        response_409 = Error.from_dict(response.json())
+
+        return response_409
 
     if response.status_code == 413:
         response_413 = Error.from_dict(response.json())
@@ -86,7 +99,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[Error | TaskStatusResponse]:
+) -> Response[Error | JobSubmitted]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -98,23 +111,26 @@ def _build_response(
 def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Response[Error | TaskStatusResponse]:
-    """Cancel an in-progress task of generate_image_async
+    body: SpeechJobRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | JobSubmitted]:
+    """Submit a /synthesize_speech request as a durable job
 
     Args:
-        task_id (str):
+        idempotency_key (str | Unset):
+        body (SpeechJobRequest):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | TaskStatusResponse]
+        Response[Error | JobSubmitted]
     """
 
     kwargs = _get_kwargs(
-        task_id=task_id,
+        body=body,
+        idempotency_key=idempotency_key,
     )
 
     response = client.get_httpx_client().request(
@@ -127,47 +143,53 @@ def sync_detailed(
 def sync(
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Error | TaskStatusResponse | None:
-    """Cancel an in-progress task of generate_image_async
+    body: SpeechJobRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | JobSubmitted | None:
+    """Submit a /synthesize_speech request as a durable job
 
     Args:
-        task_id (str):
+        idempotency_key (str | Unset):
+        body (SpeechJobRequest):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | TaskStatusResponse
+        Error | JobSubmitted
     """
 
     return sync_detailed(
         client=client,
-        task_id=task_id,
+        body=body,
+        idempotency_key=idempotency_key,
     ).parsed
 
 
 async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Response[Error | TaskStatusResponse]:
-    """Cancel an in-progress task of generate_image_async
+    body: SpeechJobRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | JobSubmitted]:
+    """Submit a /synthesize_speech request as a durable job
 
     Args:
-        task_id (str):
+        idempotency_key (str | Unset):
+        body (SpeechJobRequest):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | TaskStatusResponse]
+        Response[Error | JobSubmitted]
     """
 
     kwargs = _get_kwargs(
-        task_id=task_id,
+        body=body,
+        idempotency_key=idempotency_key,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -178,24 +200,27 @@ async def asyncio_detailed(
 async def asyncio(
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Error | TaskStatusResponse | None:
-    """Cancel an in-progress task of generate_image_async
+    body: SpeechJobRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | JobSubmitted | None:
+    """Submit a /synthesize_speech request as a durable job
 
     Args:
-        task_id (str):
+        idempotency_key (str | Unset):
+        body (SpeechJobRequest):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | TaskStatusResponse
+        Error | JobSubmitted
     """
 
     return (
         await asyncio_detailed(
             client=client,
-            task_id=task_id,
+            body=body,
+            idempotency_key=idempotency_key,
         )
     ).parsed

@@ -1,31 +1,30 @@
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
+from urllib.parse import quote
 
 import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.error import Error
-from ...models.synthesize_speech_request import SynthesizeSpeechRequest
-from ...models.task_submitted import TaskSubmitted
 from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
+    job_id: str,
     *,
-    body: SynthesizeSpeechRequest | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
+    if not isinstance(last_event_id, Unset):
+        headers["Last-Event-ID"] = last_event_id
 
     _kwargs: dict[str, Any] = {
-        "method": "post",
-        "url": "/synthesize_speech_async/submit",
+        "method": "get",
+        "url": "/jobs/{job_id}/events".format(
+            job_id=quote(str(job_id), safe=""),
+        ),
     }
-
-    if not isinstance(body, Unset):
-        _kwargs["json"] = body.to_dict()
-
-    headers["Content-Type"] = "application/json"
 
     _kwargs["headers"] = headers
     return _kwargs
@@ -33,10 +32,9 @@ def _get_kwargs(
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Error | TaskSubmitted | None:
+) -> Any | Error | None:
     if response.status_code == 200:
-        response_200 = TaskSubmitted.from_dict(response.json())
-
+        response_200 = cast(Any, None)
         return response_200
 
     if response.status_code == 400:
@@ -58,11 +56,6 @@ def _parse_response(
         response_404 = Error.from_dict(response.json())
 
         return response_404
-
-    if response.status_code == 413:
-        response_413 = Error.from_dict(response.json())
-
-        return response_413
 
     if response.status_code == 429:
         response_429 = Error.from_dict(response.json())
@@ -87,7 +80,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[Error | TaskSubmitted]:
+) -> Response[Any | Error]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -97,25 +90,28 @@ def _build_response(
 
 
 def sync_detailed(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    body: SynthesizeSpeechRequest | Unset = UNSET,
-) -> Response[Error | TaskSubmitted]:
-    """Submit a new task of synthesize_speech_async
+    last_event_id: str | Unset = UNSET,
+) -> Response[Any | Error]:
+    """Server-sent events: the job now, then at each change; resumable with Last-Event-ID
 
     Args:
-        body (SynthesizeSpeechRequest | Unset):
+        job_id (str):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | TaskSubmitted]
+        Response[Any | Error]
     """
 
     kwargs = _get_kwargs(
-        body=body,
+        job_id=job_id,
+        last_event_id=last_event_id,
     )
 
     response = client.get_httpx_client().request(
@@ -126,49 +122,55 @@ def sync_detailed(
 
 
 def sync(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    body: SynthesizeSpeechRequest | Unset = UNSET,
-) -> Error | TaskSubmitted | None:
-    """Submit a new task of synthesize_speech_async
+    last_event_id: str | Unset = UNSET,
+) -> Any | Error | None:
+    """Server-sent events: the job now, then at each change; resumable with Last-Event-ID
 
     Args:
-        body (SynthesizeSpeechRequest | Unset):
+        job_id (str):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | TaskSubmitted
+        Any | Error
     """
 
     return sync_detailed(
+        job_id=job_id,
         client=client,
-        body=body,
+        last_event_id=last_event_id,
     ).parsed
 
 
 async def asyncio_detailed(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    body: SynthesizeSpeechRequest | Unset = UNSET,
-) -> Response[Error | TaskSubmitted]:
-    """Submit a new task of synthesize_speech_async
+    last_event_id: str | Unset = UNSET,
+) -> Response[Any | Error]:
+    """Server-sent events: the job now, then at each change; resumable with Last-Event-ID
 
     Args:
-        body (SynthesizeSpeechRequest | Unset):
+        job_id (str):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | TaskSubmitted]
+        Response[Any | Error]
     """
 
     kwargs = _get_kwargs(
-        body=body,
+        job_id=job_id,
+        last_event_id=last_event_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -177,26 +179,29 @@ async def asyncio_detailed(
 
 
 async def asyncio(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    body: SynthesizeSpeechRequest | Unset = UNSET,
-) -> Error | TaskSubmitted | None:
-    """Submit a new task of synthesize_speech_async
+    last_event_id: str | Unset = UNSET,
+) -> Any | Error | None:
+    """Server-sent events: the job now, then at each change; resumable with Last-Event-ID
 
     Args:
-        body (SynthesizeSpeechRequest | Unset):
+        job_id (str):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | TaskSubmitted
+        Any | Error
     """
 
     return (
         await asyncio_detailed(
+            job_id=job_id,
             client=client,
-            body=body,
+            last_event_id=last_event_id,
         )
     ).parsed

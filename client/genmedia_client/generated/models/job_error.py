@@ -6,34 +6,32 @@ from typing import Any, Self, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..models.task_status import TaskStatus
-
-T = TypeVar("T", bound="TaskSubmitted")
+T = TypeVar("T", bound="JobError")
 
 
 @_attrs_define
-class TaskSubmitted:
+class JobError:
     """
     Attributes:
-        task_id (str):
-        status (TaskStatus):
+        status (int):
+        message (str):
     """
 
-    task_id: str
-    status: TaskStatus
+    status: int
+    message: str
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        task_id = self.task_id
+        status = self.status
 
-        status = self.status.value
+        message = self.message
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "task_id": task_id,
                 "status": status,
+                "message": message,
             }
         )
 
@@ -42,17 +40,17 @@ class TaskSubmitted:
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         d = dict(src_dict)
-        task_id = d.pop("task_id")
+        status = d.pop("status")
 
-        status = TaskStatus(d.pop("status"))
+        message = d.pop("message")
 
-        task_submitted = cls(
-            task_id=task_id,
+        job_error = cls(
             status=status,
+            message=message,
         )
 
-        task_submitted.additional_properties = d
-        return task_submitted
+        job_error.additional_properties = d
+        return job_error
 
     @property
     def additional_keys(self) -> list[str]:

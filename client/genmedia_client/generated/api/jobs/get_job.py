@@ -1,30 +1,25 @@
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.error import Error
-from ...models.task_submitted import TaskSubmitted
-from ...types import UNSET, Response
+from ...models.job import Job
+from ...types import Response
 
 
 def _get_kwargs(
-    *,
-    task_id: str,
+    job_id: str,
 ) -> dict[str, Any]:
 
-    params: dict[str, Any] = {}
-
-    params["task_id"] = task_id
-
-    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
-
     _kwargs: dict[str, Any] = {
-        "method": "post",
-        "url": "/generate_image_async/retry",
-        "params": params,
+        "method": "get",
+        "url": "/jobs/{job_id}".format(
+            job_id=quote(str(job_id), safe=""),
+        ),
     }
 
     return _kwargs
@@ -32,9 +27,9 @@ def _get_kwargs(
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Error | TaskSubmitted | None:
+) -> Error | Job | None:
     if response.status_code == 200:
-        response_200 = TaskSubmitted.from_dict(response.json())
+        response_200 = Job.from_dict(response.json())
 
         return response_200
 
@@ -57,11 +52,6 @@ def _parse_response(
         response_404 = Error.from_dict(response.json())
 
         return response_404
-
-    if response.status_code == 413:
-        response_413 = Error.from_dict(response.json())
-
-        return response_413
 
     if response.status_code == 429:
         response_429 = Error.from_dict(response.json())
@@ -86,7 +76,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[Error | TaskSubmitted]:
+) -> Response[Error | Job]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -96,25 +86,25 @@ def _build_response(
 
 
 def sync_detailed(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Response[Error | TaskSubmitted]:
-    """Retry a task of generate_image_async
+) -> Response[Error | Job]:
+    """The job as it is now
 
     Args:
-        task_id (str):
+        job_id (str):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | TaskSubmitted]
+        Response[Error | Job]
     """
 
     kwargs = _get_kwargs(
-        task_id=task_id,
+        job_id=job_id,
     )
 
     response = client.get_httpx_client().request(
@@ -125,49 +115,49 @@ def sync_detailed(
 
 
 def sync(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Error | TaskSubmitted | None:
-    """Retry a task of generate_image_async
+) -> Error | Job | None:
+    """The job as it is now
 
     Args:
-        task_id (str):
+        job_id (str):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | TaskSubmitted
+        Error | Job
     """
 
     return sync_detailed(
+        job_id=job_id,
         client=client,
-        task_id=task_id,
     ).parsed
 
 
 async def asyncio_detailed(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Response[Error | TaskSubmitted]:
-    """Retry a task of generate_image_async
+) -> Response[Error | Job]:
+    """The job as it is now
 
     Args:
-        task_id (str):
+        job_id (str):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | TaskSubmitted]
+        Response[Error | Job]
     """
 
     kwargs = _get_kwargs(
-        task_id=task_id,
+        job_id=job_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -176,26 +166,26 @@ async def asyncio_detailed(
 
 
 async def asyncio(
+    job_id: str,
     *,
     client: AuthenticatedClient | Client,
-    task_id: str,
-) -> Error | TaskSubmitted | None:
-    """Retry a task of generate_image_async
+) -> Error | Job | None:
+    """The job as it is now
 
     Args:
-        task_id (str):
+        job_id (str):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | TaskSubmitted
+        Error | Job
     """
 
     return (
         await asyncio_detailed(
+            job_id=job_id,
             client=client,
-            task_id=task_id,
         )
     ).parsed

@@ -1,0 +1,9 @@
+from enum import StrEnum
+
+
+class JobKind(StrEnum):
+    GENERATE_IMAGE = "generate_image"
+    SYNTHESIZE_SPEECH = "synthesize_speech"
+
+    def __str__(self) -> str:
+        return str(self.value)

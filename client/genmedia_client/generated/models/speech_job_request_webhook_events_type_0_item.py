@@ -1,0 +1,10 @@
+from enum import StrEnum
+
+
+class SpeechJobRequestWebhookEventsType0Item(StrEnum):
+    COMPLETED = "completed"
+    PROGRESS = "progress"
+    STARTED = "started"
+
+    def __str__(self) -> str:
+        return str(self.value)
