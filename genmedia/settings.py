@@ -42,6 +42,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     cors_origins: tuple[str, ...] = ()
     backend_timeout_s: float = 600.0
+    playground: bool = True
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -127,6 +128,7 @@ class Settings:
             trusted_proxies=networks("TRUSTED_PROXIES"),
             cors_origins=items("CORS_ORIGINS"),
             backend_timeout_s=seconds("BACKEND_TIMEOUT_S", 600.0),
+            playground=boolean("PLAYGROUND", True),
         )
         settings._check_consistency()
         return settings

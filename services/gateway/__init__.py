@@ -12,7 +12,7 @@ A request passes these checks in order, cheapest first, and reaches a model serv
    scaling on BentoCloud): `services.gateway.backends`. Down, starting or too slow ⇒ 503 + Retry-After.
 
 Backend URLs, storage keys and API keys never appear in a response. Local files are served by
-`services.gateway.files`.
+`services.gateway.files`, the playground page at `/` by `services.gateway.playground`.
 """
 
 import asyncio
@@ -33,6 +33,7 @@ from services.gateway.access import AccessGuard, Cors
 from services.gateway.backends import forward, served_model
 from services.gateway.docs import ApiDocs
 from services.gateway.files import files_app
+from services.gateway.playground import Playground
 from services.image_captioning import ImageCaptioning
 from services.text_to_image import TextToImage
 from services.text_to_speech import TextToSpeech
@@ -158,4 +159,6 @@ Gateway.mount_asgi_app(files_app, path="/files")
 Gateway.add_asgi_middleware(Cors)
 Gateway.add_asgi_middleware(AccessGuard, max_in_flight=MAX_IN_FLIGHT)
 Gateway.add_asgi_middleware(ErrorBodyMiddleware)
+# Before ApiDocs, which hands `/docs` to BentoML's page at `/`: the playground answers the browser's own `/`.
+Gateway.add_asgi_middleware(Playground)
 Gateway.add_asgi_middleware(ApiDocs)

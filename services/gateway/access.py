@@ -3,8 +3,8 @@
 `AccessGuard` is ASGI middleware, so it answers before BentoML reads and validates the body, in the order
 the contract gives, cheapest first: blocked IP (403) → API key (401) → rate limit (429) → content type (415)
 → body size (413).
-Health probes, metrics and the OpenAPI docs pass untouched; `/files/...` is public (it is what
-`public_url` points at) but still refused to blocked IPs.
+Health probes, metrics and the OpenAPI docs pass untouched; `/files/...` (what `public_url` points at) and
+the playground (`/`, `/playground/...`) need no key but are still refused to blocked IPs.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from genmedia.contract.requests import MAX_UPLOAD_BYTES
 from genmedia.metrics import metrics
 from genmedia.settings import IPNetwork, Settings, get_settings
 
-OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/")
-# The API page's scripts and styles, and what `public_url` points at: no key needed, block list applies.
-PUBLIC_PREFIXES = ("/files/", "/static_content/")
+OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json")
+# The playground page, its assets and the API page's, and what `public_url` points at: no key needed, block
+# list applies. (The page sends the key itself on every call it makes.)
+PUBLIC_PATHS = ("/",)
+PUBLIC_PREFIXES = ("/files/", "/static_content/", "/playground/")
 JSON_BODY_LIMIT = 64 * 1024
 # Multipart framing around an upload of at most MAX_UPLOAD_BYTES.
 UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 64 * 1024
@@ -154,7 +156,7 @@ class AccessGuard:
 
         if _in_any(address, self.settings.blocked_ips):
             return await self.refuse(send, "blocked", 403, "Your IP address is blocked from this service.")
-        if scope["path"].startswith(PUBLIC_PREFIXES):
+        if scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES):
             return await self.app(scope, receive, send)
 
         token = bearer_token(headers.get("authorization"))
