@@ -1,7 +1,7 @@
 """The playground: one page at `/` to try all three capabilities from a browser, unless `PLAYGROUND=false`.
 
 Plain HTML, CSS and JavaScript beside this file, no build step and nothing from another host; this
-middleware serves the page at `/` and its two assets under `/playground/`. The page calls the public routes
+middleware serves the page at `/` and its assets under `/playground/`. The page calls the public routes
 like any client (its key in the `Authorization` header only), so it needs nothing of the gateway but the
 two facts it renders into the page: whether a key is needed and the upload limit. Its Content-Security-Policy
 allows this origin, plus the storage origin `public_url`s point at (for the `<img>` and `<audio>`).
@@ -21,7 +21,12 @@ from genmedia.settings import Settings, get_settings
 PAGE_DIR = Path(__file__).parent
 PAGE_PATH = "/"
 ASSET_PREFIX = "/playground/"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    # Named in the page, so the browser never asks `/favicon.ico` (an API path: 401 without a key).
+    "icon.svg": "image/svg+xml",
+}
 
 
 def storage_origin(settings: Settings) -> str:
