@@ -12,7 +12,6 @@ import base64
 import json
 import re
 import shlex
-from pathlib import Path
 
 import httpx
 import pytest
@@ -41,6 +40,9 @@ new MutationObserver((changes) => {
   }
 }).observe(document, {subtree: true, childList: true, characterData: true});
 """
+
+# The label of the focused control, or its text (a button's name).
+FOCUSED_NAME = "(() => { const el = document.activeElement; return el.labels?.[0]?.textContent ?? el.textContent; })()"
 
 
 # --- The page as served (in-process: the middleware pair the gateway stacks) -----------------------------
@@ -151,6 +153,13 @@ def status_of(browser: Browser, panel: str):
     return browser.page.locator(f"#{panel}-status")
 
 
+def finished(browser: Browser, panel: str) -> str:
+    """The panel's status once its request is over: "Done." or what went wrong."""
+    status = status_of(browser, panel)
+    browser.page.locator(f"#{panel}-status[data-kind=done], #{panel}-status[data-kind=error]").wait_for()
+    return status.text_content()
+
+
 def job_of(browser: Browser, gateway, response) -> dict:
     job_id = response.json()["id"]
     return httpx.get(f"{gateway.url}/jobs/{job_id}", headers=AUTH, timeout=30).json()
@@ -176,8 +185,9 @@ def test_image_flow_shows_the_jobs_image_at_the_requested_size_its_seed_and_a_wo
     page.get_by_label("Seed", exact=True).fill("7")
     with page.expect_response(lambda r: r.url.endswith("/jobs/generate_image")) as submitted:
         page.get_by_role("button", name="Generate image", exact=True).click()
+    assert finished(browser, "image") == "Done.", browser.errors
     image = page.locator("#image-output")
-    image.wait_for(state="visible")
+    assert image.is_visible()
     job = job_of(browser, gateway, submitted.value)
     assert job["status"] == "succeeded"
     assert image.get_attribute("src") == job["result"]["public_url"]
@@ -208,8 +218,9 @@ def test_speech_flow_plays_the_jobs_audio_with_its_duration(browser, gateway):
     page.get_by_label("Format", exact=True).select_option("wav")
     with page.expect_response(lambda r: r.url.endswith("/jobs/synthesize_speech")) as submitted:
         page.get_by_role("button", name="Speak", exact=True).click()
+    assert finished(browser, "speech") == "Done.", browser.errors
     audio = page.locator("#speech-output")
-    audio.wait_for(state="visible")
+    assert audio.is_visible()
     job = job_of(browser, gateway, submitted.value)
     assert job["status"] == "succeeded"
     result = job["result"]
@@ -375,7 +386,7 @@ def test_the_page_is_readable_and_usable_by_keyboard_at_375_px(chromium, gateway
         reached = []
         for _ in range(40):
             page.keyboard.press("Tab")
-            reached.append(page.evaluate("(() => { const el = document.activeElement; return el.labels && el.labels[0] ? el.labels[0].textContent : el.textContent; })()"))
+            reached.append(page.evaluate(FOCUSED_NAME))
         named = ["API key", "Prompt", "Generate image", "Text", "Speak", "Image", "Caption"]
         positions = [reached.index(name) for name in named]
         assert positions == sorted(positions), reached
