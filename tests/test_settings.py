@@ -62,3 +62,10 @@ def test_repr_hides_the_keys():
     assert "service-role-secret" not in shown
     assert "client-key-1" not in shown
     assert "api_keys=2" in shown
+
+
+def test_playground_is_on_unless_turned_off():
+    assert Settings.from_env({}).playground is True
+    assert Settings.from_env({"PLAYGROUND": "false"}).playground is False
+    with pytest.raises(SettingsError, match="PLAYGROUND"):
+        Settings.from_env({"PLAYGROUND": "sometimes"})

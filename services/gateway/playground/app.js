@@ -93,20 +93,27 @@ async function postJson(path, body, signal) {
   return response.json();
 }
 
-// Each job the stream reports (the job as it is now, then one per change), until a final status.
-async function* jobEvents(eventsUrl, signal) {
+// Each job the stream reports (the job as it is now, then one per change), until a final status. A stream
+// cut short (a proxy, a restarting gateway) is reopened where it stopped, with Last-Event-ID.
+async function* jobEvents(panel, eventsUrl) {
   let lastEventId = null;
   for (let reconnects = 0; reconnects <= EVENT_STREAM_RECONNECTS; reconnects++) {
     const headers = { Accept: "text/event-stream" };
     if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
-    const response = await call(eventsUrl, { headers }, signal);
+    const response = await withRetry(panel, () => call(eventsUrl, { headers }, panel.signal));
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     let data = [];
     for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        if (panel.signal.aborted) throw error;
+        break;
+      }
+      if (chunk.done) break;
+      buffer += chunk.value;
       const lines = buffer.split(/\r\n|\r|\n/);
       buffer = lines.pop();
       for (const line of lines) {
@@ -201,7 +208,7 @@ class Panel {
 async function runJob(panel, route, body) {
   const job = await withRetry(panel, () => postJson(`/jobs/${route}`, body, panel.signal));
   panel.showJob(job);
-  for await (const event of jobEvents(job.events_url || `/jobs/${job.id}/events`, panel.signal)) {
+  for await (const event of jobEvents(panel, job.events_url || `/jobs/${job.id}/events`)) {
     panel.showJob(event);
     if (event.status === "succeeded") return event.result;
     if (event.status === "failed") throw new ApiError(event.error.status, event.error.message);
