@@ -160,7 +160,7 @@ def finished(browser: Browser, panel: str) -> str:
     return status.text_content()
 
 
-def job_of(browser: Browser, gateway, response) -> dict:
+def job_of(gateway, response) -> dict:
     job_id = response.json()["id"]
     return httpx.get(f"{gateway.url}/jobs/{job_id}", headers=AUTH, timeout=30).json()
 
@@ -188,7 +188,7 @@ def test_image_flow_shows_the_jobs_image_at_the_requested_size_its_seed_and_a_wo
     assert finished(browser, "image") == "Done.", browser.errors
     image = page.locator("#image-output")
     assert image.is_visible()
-    job = job_of(browser, gateway, submitted.value)
+    job = job_of(gateway, submitted.value)
     assert job["status"] == "succeeded"
     assert image.get_attribute("src") == job["result"]["public_url"]
     assert image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]") == [True, 128, 96]
@@ -221,7 +221,7 @@ def test_speech_flow_plays_the_jobs_audio_with_its_duration(browser, gateway):
     assert finished(browser, "speech") == "Done.", browser.errors
     audio = page.locator("#speech-output")
     assert audio.is_visible()
-    job = job_of(browser, gateway, submitted.value)
+    job = job_of(gateway, submitted.value)
     assert job["status"] == "succeeded"
     result = job["result"]
     assert audio.get_attribute("src") == result["public_url"]
