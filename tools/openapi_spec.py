@@ -12,8 +12,9 @@ one small function each, in the order they are listed:
    `retry` sent `PUT /cancel`; each operation gets its own id, without the `Gateway__` prefix.
 4. `name_bodies`: request and result schemas are inlined in every operation (some dropping `null` from
    optional fields), which generates a model per route; they become one named schema per shape
-   (`GenerateImageRequest`, `ImageResult`, ...), taken from BentoML's own per-API input schemas, whose
-   optional fields do allow `null`; the upload's invalid `type: file` becomes `string`/`binary`.
+   (`GenerateImageRequest`, `ImageResult`, ...), taken from the routes' request objects (or BentoML's own
+   per-API input schemas), whose optional fields do allow `null`; the upload's invalid `type: file`
+   becomes `string`/`binary`.
 5. `task_status_values`: the status enum says `success/failure/cancelled`; the server answers BentoML's
    `ResultStatus` values (`pending/in_progress/completed/failed/canceled`), plus `completed_at`.
 6. `submit_response`: `/submit` and `/retry` answer only `task_id` and `status`, but the schema requires
@@ -159,8 +160,9 @@ def name_bodies(spec: dict[str, Any]) -> None:
     for _, _, operation in operations(spec):
         api = api_name(operation["operationId"])
         for content in operation.get("requestBody", {}).get("content", {}).values():
-            # BentoML's per-API input schema allows `null` for optional fields; the inlined copy does not.
-            schema = copy.deepcopy(components.get(f"{api}__Input", content["schema"]))
+            # The route's own input model (a request object, or BentoML's per-API input schema) allows `null`
+            # for optional fields; the inlined copy does not.
+            schema = copy.deepcopy(components.get(f"{api}__Input") or input_model_schema(api) or content["schema"])
             for field in schema.get("properties", {}).values():
                 if field.get("type") == "file":
                     field.update(type="string", format="binary")
@@ -174,6 +176,18 @@ def name_bodies(spec: dict[str, Any]) -> None:
     for name in [name for name in components if name.endswith(("__Input", "IODescriptor"))]:
         del components[name]
     components.update(named)
+
+
+def input_model_schema(api: str) -> dict[str, Any] | None:
+    """The JSON schema of a gateway route's root input (its request object), or None."""
+    from services.gateway import Gateway
+
+    method = Gateway.apis.get(api)
+    if method is None or not getattr(method.input_spec, "__root_input__", False):
+        return None
+    schema = method.input_spec.model_json_schema()
+    schema.pop("title", None)
+    return schema
 
 
 def task_status_values(spec: dict[str, Any]) -> None:

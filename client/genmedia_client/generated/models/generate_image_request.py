@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
@@ -19,11 +19,11 @@ class GenerateImageRequest:
         negative_prompt (str | Unset): What the image should not show (at most 1000 characters). Default: ''.
         width (int | Unset): Width in pixels: 64 to 1536, a multiple of 8. Default: 512.
         height (int | Unset): Height in pixels: 64 to 1536, a multiple of 8. Default: 512.
-        steps (int | Unset): Denoising steps, 1 to 100; default: the model's own (1 for SDXL-Turbo).
-        guidance_scale (float | Unset): How closely to follow the prompt, 0 to 20; default: the model's own (0 for SDXL-
-            Turbo).
-        seed (int | Unset): Random seed, 0 ≤ seed < 2³². The same seeded request gives the same image, answered from
-            storage; without one a seed is drawn (and answered).
+        steps (int | None | Unset): Denoising steps, 1 to 100; default: the model's own (1 for SDXL-Turbo).
+        guidance_scale (float | None | Unset): How closely to follow the prompt, 0 to 20; default: the model's own (0
+            for SDXL-Turbo).
+        seed (int | None | Unset): Random seed, 0 ≤ seed < 2³². The same seeded request gives the same image, answered
+            from storage; without one a seed is drawn (and answered).
         format_ (GenerateImageRequestFormat | Unset): File format of the image. Default: GenerateImageRequestFormat.PNG.
     """
 
@@ -31,9 +31,9 @@ class GenerateImageRequest:
     negative_prompt: str | Unset = ""
     width: int | Unset = 512
     height: int | Unset = 512
-    steps: int | Unset = UNSET
-    guidance_scale: float | Unset = UNSET
-    seed: int | Unset = UNSET
+    steps: int | None | Unset = UNSET
+    guidance_scale: float | None | Unset = UNSET
+    seed: int | None | Unset = UNSET
     format_: GenerateImageRequestFormat | Unset = GenerateImageRequestFormat.PNG
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,11 +45,23 @@ class GenerateImageRequest:
 
         height = self.height
 
-        steps = self.steps
+        steps: int | None | Unset
+        if isinstance(self.steps, Unset):
+            steps = UNSET
+        else:
+            steps = self.steps
 
-        guidance_scale = self.guidance_scale
+        guidance_scale: float | None | Unset
+        if isinstance(self.guidance_scale, Unset):
+            guidance_scale = UNSET
+        else:
+            guidance_scale = self.guidance_scale
 
-        seed = self.seed
+        seed: int | None | Unset
+        if isinstance(self.seed, Unset):
+            seed = UNSET
+        else:
+            seed = self.seed
 
         format_: str | Unset = UNSET
         if not isinstance(self.format_, Unset):
@@ -90,11 +102,32 @@ class GenerateImageRequest:
 
         height = d.pop("height", UNSET)
 
-        steps = d.pop("steps", UNSET)
+        def _parse_steps(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
 
-        guidance_scale = d.pop("guidance_scale", UNSET)
+        steps = _parse_steps(d.pop("steps", UNSET))
 
-        seed = d.pop("seed", UNSET)
+        def _parse_guidance_scale(data: object) -> float | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
+
+        guidance_scale = _parse_guidance_scale(d.pop("guidance_scale", UNSET))
+
+        def _parse_seed(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        seed = _parse_seed(d.pop("seed", UNSET))
 
         _format_ = d.pop("format", UNSET)
         format_: GenerateImageRequestFormat | Unset

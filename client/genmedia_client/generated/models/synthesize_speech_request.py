@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 
@@ -20,8 +20,8 @@ class SynthesizeSpeechRequest:
             neutral voice speaks at a moderate pace in a quiet room, with very clear audio and no background noise.'.
         format_ (SynthesizeSpeechRequestFormat | Unset): File format of the audio. Default:
             SynthesizeSpeechRequestFormat.WAV.
-        seed (int | Unset): Random seed, 0 ≤ seed < 2³². The same seeded request gives the same audio, answered from
-            storage; without one a seed is drawn.
+        seed (int | None | Unset): Random seed, 0 ≤ seed < 2³². The same seeded request gives the same audio, answered
+            from storage; without one a seed is drawn.
     """
 
     text: str
@@ -29,7 +29,7 @@ class SynthesizeSpeechRequest:
         "A clear, neutral voice speaks at a moderate pace in a quiet room, with very clear audio and no background noise."
     )
     format_: SynthesizeSpeechRequestFormat | Unset = SynthesizeSpeechRequestFormat.WAV
-    seed: int | Unset = UNSET
+    seed: int | None | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         text = self.text
@@ -40,7 +40,11 @@ class SynthesizeSpeechRequest:
         if not isinstance(self.format_, Unset):
             format_ = self.format_.value
 
-        seed = self.seed
+        seed: int | None | Unset
+        if isinstance(self.seed, Unset):
+            seed = UNSET
+        else:
+            seed = self.seed
 
         field_dict: dict[str, Any] = {}
 
@@ -72,7 +76,14 @@ class SynthesizeSpeechRequest:
         else:
             format_ = SynthesizeSpeechRequestFormat(_format_)
 
-        seed = d.pop("seed", UNSET)
+        def _parse_seed(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        seed = _parse_seed(d.pop("seed", UNSET))
 
         synthesize_speech_request = cls(
             text=text,
