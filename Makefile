@@ -86,7 +86,7 @@ DEPLOYMENT_NAME ?= genmedia
 DEPLOY_CONFIG := build/deploy/$(DEPLOYMENT_NAME).yaml
 export DEPLOYMENT_NAME GPU_INSTANCE_TYPE CPU_INSTANCE_TYPE GATEWAY_INSTANCE_TYPE ALLOW_TEST_WEIGHTS
 
-.PHONY: build deploy client
+.PHONY: build deploy client screenshots
 
 build: models
 	$(BENTOML) build -f $(BENTOFILE) .
@@ -108,6 +108,11 @@ deploy: setup
 
 client: setup
 	$(PY) -m tools.client_sdk
+
+# `make screenshots`: docs/screenshots/*.png, each playground panel after a real request to a tiny-model
+# gateway, driven in Debian's Chromium (`make servers` installs it); the README shows them.
+screenshots: setup servers
+	$(PY) -m tools.screenshots
 
 # --- Reliability soak (README "Failure behaviour") ---
 # The tiny-model composition for SOAK_MINUTES under mixed traffic while storage and model services fail;

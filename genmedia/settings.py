@@ -66,6 +66,7 @@ class Settings:
     webhook_retry_window_s: float = 3600.0
     webhook_allow_private: bool = False
     gateway_max_replicas: int = 1
+    playground: bool = True
 
     def __repr__(self) -> str:
         # Secrets never reach logs through a repr.
@@ -169,6 +170,7 @@ class Settings:
             webhook_retry_window_s=seconds("WEBHOOK_RETRY_WINDOW_S", 3600.0),
             webhook_allow_private=boolean("WEBHOOK_ALLOW_PRIVATE", False),
             gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 1, 1),
+            playground=boolean("PLAYGROUND", True),
         )
         settings._check_consistency()
         return settings

@@ -19,5 +19,13 @@ FORWARDED = "genmedia_gateway_forwarded_total"
 
 def start_gateway(tiny_store: Path, work: Path, **settings: str) -> Server:
     """`bentoml serve services.gateway:Gateway` with its model services, storing under `work`."""
-    env = base_env(tiny_store, LOCAL_STORAGE_DIR=str(work / "files"), SPOOL_DIR=str(work / "spool"), **settings)
+    # Each gateway its own job store: on a shared one, another gateway's runners would take its jobs and answer
+    # them with their own storage (JOB_STORE_URL's default is a file under the repository root).
+    env = base_env(
+        tiny_store,
+        LOCAL_STORAGE_DIR=str(work / "files"),
+        SPOOL_DIR=str(work / "spool"),
+        JOB_STORE_URL=f"sqlite:///{work / 'jobs.db'}",
+        **settings,
+    )
     return Server("services.gateway:Gateway", env, work / "server.log").start(ready_timeout_s=300)

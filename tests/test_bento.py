@@ -116,6 +116,10 @@ def test_bento_source_is_the_services_and_library_packages_only(tiny_store, bent
     files = {path.relative_to(source).as_posix() for path in source.rglob("*") if path.is_file()}
     assert "services/gateway/__init__.py" in files and "services/text_to_image.py" in files
     assert "genmedia/contract/requests.py" in files
+    # The playground is served from plain files beside its module.
+    assert {"index.html", "app.js", "style.css", "icon.svg"} <= {
+        path.rsplit("/", 1)[1] for path in files if path.startswith("services/gateway/playground/")
+    }
     assert {path for path in files if not path.startswith(("services/", "genmedia/"))} <= {"bentofile.yaml"}
 
 

@@ -17,6 +17,7 @@ Backend URLs, storage keys and API keys never appear in a response. Local files 
 `services.gateway.files`, the named voices by `services.gateway.voices`, the OpenAI-compatible `/v1/`
 routes by `services.gateway.openai`, and durable jobs (`/jobs/...`, run by the gateway's own runners) by
 `services.gateway.jobs`; all of them call `make_images` and `make_speech` below like the native routes.
+The playground page at `/` is `services.gateway.playground`.
 """
 
 import asyncio
@@ -41,6 +42,7 @@ from services.gateway.docs import ApiDocs
 from services.gateway.files import files_app
 from services.gateway.jobs import jobs_app, run_jobs
 from services.gateway.openai import OpenAIErrors, openai_app
+from services.gateway.playground import Playground
 from services.gateway.voices import voices_app
 from services.image_captioning import ImageCaptioning
 from services.text_to_image import TextToImage
@@ -213,4 +215,6 @@ Gateway.add_asgi_middleware(Cors)
 Gateway.add_asgi_middleware(OpenAIErrors)
 Gateway.add_asgi_middleware(AccessGuard, max_in_flight=MAX_IN_FLIGHT)
 Gateway.add_asgi_middleware(ErrorBodyMiddleware)
+# Before ApiDocs, which hands `/docs` to BentoML's page at `/`: the playground answers the browser's own `/`.
+Gateway.add_asgi_middleware(Playground)
 Gateway.add_asgi_middleware(ApiDocs)

@@ -5,7 +5,7 @@ path and method, and `/metrics` to anyone outside `METRICS_ALLOWED` (403). `Acce
 BentoML reads and validates the body, in the order the contract gives, cheapest first: API key (401; too many
 wrong ones from an address, 429) → rate limit (429) → capacity (503) → the body (`genmedia.contract.bodies`:
 content type 415, size 413, deadline 408, form 400). Health probes, metrics and the OpenAPI docs pass it
-untouched; `/files/...` and the API page's assets are public (`public_url` points at the former).
+untouched; `/files/...`, the playground (`/`, `/playground/...`) and the API page's assets are public.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from genmedia.settings import IPNetwork, Settings, get_settings
 from services.gateway.limits import RequestLimits, retry_after
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs", "/docs.json", "/")
-# The API page's scripts and styles, and what `public_url` points at: no key needed, block list applies.
-PUBLIC_PREFIXES = ("/files/", "/static_content/")
+# The playground's and the API page's assets, and what `public_url` points at: no key needed, block list
+# applies (`AddressCheck`). The playground page sends the key itself on every call it makes.
+PUBLIC_PREFIXES = ("/files/", "/static_content/", "/playground/")
 # The gateway's upload routes and their file fields (`genmedia.contract.bodies` checks their forms).
 UPLOADS = {"/caption_image": UploadField("image")}
 # Polling a job (its status, its event stream) is authenticated but not rate limited: a client waiting on

@@ -2,7 +2,8 @@
 
 BentoML serves its OpenAPI UI at `/`; the gateway gives `/` to the playground, so `/docs` is answered with
 BentoML's page (its links are relative, `./docs.json` and `./static_content/…`, and resolve the same from
-`/docs`). Until the playground is served, `/` redirects to `/docs`.
+`/docs`). With the playground off (`PLAYGROUND=false`), `/` redirects to `/docs`; with it on, the playground
+middleware (`services.gateway.playground`, outside this one) answers `/` first.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from starlette.responses import RedirectResponse
 
 
 class ApiDocs:
-    """ASGI middleware: `/docs` serves BentoML's API page; `/` redirects there."""
+    """ASGI middleware: `/docs` serves BentoML's API page; `/`, when it reaches here, redirects there."""
 
     def __init__(self, app):
         self.app = app
