@@ -130,7 +130,6 @@ def test_a_job_store_url_of_another_database_is_refused_without_showing_it():
 def test_a_bad_job_concurrency_names_the_variable(value):
     with pytest.raises(SettingsError, match="JOB_CONCURRENCY"):
         Settings.from_env({"JOB_CONCURRENCY": value})
-    assert "api_keys=2" in shown
 
 
 def test_playground_is_on_unless_turned_off():
