@@ -244,6 +244,21 @@ def test_a_blocked_term_is_a_400_naming_the_field_and_wakes_no_model(screening_g
     assert gateway.metric("genmedia_prompts_refused_total", field=field) == refused + 1
 
 
+def test_a_blocked_term_under_v1_is_openais_400_naming_the_prompt_and_wakes_no_model(screening_gateway):
+    import openai
+
+    forwarded = screening_gateway.metric(FORWARDED)
+    client = openai.OpenAI(base_url=f"{screening_gateway.url}/v1", api_key="no-keys-configured", max_retries=0)
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.images.generate(prompt="a GоRE scene", size="64x64")
+
+    assert refused.value.status_code == 400
+    assert refused.value.param == "prompt"
+    assert "gore" not in str(refused.value.message).lower()
+    assert screening_gateway.metric(FORWARDED) == forwarded
+
+
 def test_a_blocked_term_in_a_job_is_a_400_at_submit_and_makes_no_job(screening_gateway):
     forwarded = screening_gateway.metric(FORWARDED)
 
