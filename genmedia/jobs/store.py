@@ -185,7 +185,12 @@ class JobStore:
 
     async def claim(self, kind: str, runner: str) -> dict | None:
         """The oldest queued job of `kind` (or a running one whose lease lapsed), now running under `runner`."""
-        return await self._run(self._claim, kind, runner)
+        # Only a claim that took a job is a change: waking the other runners for an empty claim would have
+        # them claim in turn and wake each other, a busy loop that keeps an idle gateway at a full core.
+        job = await self._run(self._claim, kind, runner, changes=False)
+        if job is not None:
+            self._changed.notify()
+        return job
 
     def _claim(self, kind: str, runner: str) -> dict | None:
         now = self.clock()
