@@ -103,7 +103,13 @@ class BodyReceiver:
 
     def __init__(self, receive, headers: Headers):
         self._receive = receive
-        self.complete = not has_body(headers) or headers.get("expect", "").lower() == "100-continue"
+        declared = headers.get("content-length", "")
+        self.complete = (
+            not has_body(headers)
+            or headers.get("expect", "").lower() == "100-continue"
+            # A body declared past the bound could never be read whole: the refusal goes out at once.
+            or (declared.isdigit() and int(declared) > REFUSED_BODY_DRAIN_BYTES)
+        )
 
     async def __call__(self):
         message = await self._receive()
