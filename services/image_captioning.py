@@ -2,7 +2,10 @@
 
 A captioner is small enough to run on CPUs, so this service never asks for a GPU: it loads on the CPU in
 float32 even where CUDA is visible, and pins PyTorch to the cores it reserves. The weights come from the
-model store and one warm-up caption runs in `__init__`, before the service reports ready.
+model store. Captions are computed on one thread of their own (`self.describer`), warm-up included, so the
+process keeps one OpenMP thread team; the warm-up caption runs before the service reports ready, as the
+first `generate` call of a process pays about a second of one-off setup. Freed memory is kept for the
+next caption (`genmedia.cpu_allocator`).
 
 A request goes through two steps:
 1. `caption_image` checks and decodes the upload (`genmedia.contract.uploads`: the gateway checks only its
@@ -16,9 +19,11 @@ A request goes through two steps:
    cross-attention keys and values computed once per caption instead of once per token.
 """
 
+import asyncio
 import io
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +37,7 @@ from genmedia.contract.bodies import BodyGuard, UploadField
 from genmedia.contract.errors import CAPTION_BUSY_RETRY_AFTER_S, ErrorBodyMiddleware, Unavailable, answers_errors
 from genmedia.contract.requests import CaptionResult
 from genmedia.contract.uploads import DECODES, read_upload_image
+from genmedia.cpu_allocator import keep_freed_memory
 from genmedia.metrics import metrics
 from genmedia.model_loading import IMAGE_CAPTIONING, load_image_captioner
 from genmedia.settings import get_settings
@@ -100,6 +106,7 @@ class ImageCaptioning:
         from genmedia.caption_decoding import CaptionDecoder
 
         started = time.perf_counter()
+        keep_freed_memory()
         # One thread per reserved core: PyTorch would otherwise start one per host core and oversubscribe.
         # OMP_NUM_THREADS overrides it, for machines where other processes share these cores.
         if "OMP_NUM_THREADS" not in os.environ:
@@ -108,7 +115,10 @@ class ImageCaptioning:
         self.decoder = CaptionDecoder(self.captioner.model)
         self.version = str(self.model.tag)
         self.input_size, self.resample = model_input_size(self.captioner.processor)
-        self.describe([Image.new("RGB", (64, 64), "gray")])
+        # Every `generate` call on this one thread: a call from another thread (BentoML runs a sync API on
+        # a pool whose threads come and go) would start another OpenMP team on the same two cores.
+        self.describer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caption")
+        self.describer.submit(self.describe, [Image.new("RGB", (64, 64), "gray")]).result()
         logger.info(
             "image-captioning %s (source %s, %s) ready on cpu in %.1f s",
             self.version,
@@ -148,10 +158,10 @@ class ImageCaptioning:
 
     # BentoML wants a max_batch_size of at least 2 even where the API does not batch.
     @bentoml.api(batchable=MAX_BATCH_SIZE > 1, max_batch_size=max(MAX_BATCH_SIZE, 2), max_latency_ms=MAX_LATENCY_MS)
-    def caption_batch(self, images: list[BatchImage]) -> list[str]:
+    async def caption_batch(self, images: list[BatchImage]) -> list[str]:
         """Captions for images already at the model's input size; BentoML merges concurrent calls."""
         started = time.perf_counter()
-        captions = self.describe(images)
+        captions = await asyncio.get_running_loop().run_in_executor(self.describer, self.describe, images)
         metrics().caption_batch_size.observe(len(images))
         metrics().generation_seconds.labels(IMAGE_CAPTIONING).observe(time.perf_counter() - started)
         metrics().outputs_generated.labels(IMAGE_CAPTIONING).inc(len(images))

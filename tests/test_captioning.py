@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import random
 import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,7 +20,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from testbed.serving import Server, base_env
+from testbed.serving import REPO_ROOT, Server, base_env
 from tests.test_uploads import png_header, scan_bomb
 
 BATCH_METRIC = "genmedia_caption_batch_size_count"
@@ -230,3 +233,38 @@ def test_pickled_calls_are_refused_when_served_alone(captioner):
         timeout=60,
     )
     assert response.status_code == 415, response.text
+
+
+# Run in a process of its own, as `bentoml serve` would: the warm-up in `__init__`, then a batch from the
+# event loop; each `describe` call records the thread it ran on.
+ONE_THREAD_SCRIPT = """
+import asyncio, json, threading
+from PIL import Image
+import services.image_captioning as captioning
+
+threads = []
+describe = captioning.ImageCaptioning.inner.describe
+def recorded(self, images):
+    threads.append(threading.current_thread().name)
+    return describe(self, images)
+captioning.ImageCaptioning.inner.describe = recorded
+service = captioning.ImageCaptioning.inner()
+for _ in range(2):
+    asyncio.run(service.caption_batch([Image.new("RGB", (384, 384), "red")]))
+print(json.dumps(threads))
+"""
+
+
+def test_the_warm_up_and_every_caption_run_on_the_one_caption_thread(tiny_store):
+    """One thread computes, so the process keeps one OpenMP team (two would share the same two cores)."""
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_THREAD_SCRIPT],
+        env=base_env(tiny_store, OMP_NUM_THREADS="1"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    threads = json.loads(result.stdout.splitlines()[-1])
+    assert threads == ["caption_0"] * 3, threads
