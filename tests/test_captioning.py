@@ -23,7 +23,8 @@ from PIL import Image
 from testbed.serving import REPO_ROOT, Server, base_env
 from tests.test_uploads import png_header, scan_bomb
 
-BATCH_METRIC = "genmedia_caption_batch_size_count"
+BATCH_METRIC = "genmedia_caption_batch_size_count"  # every pass
+DISPATCHED_METRIC = "bentoml_service_adaptive_batch_size_count"  # the passes BentoML's dispatcher started
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +77,27 @@ def test_the_same_image_gets_the_same_caption(captioner):
 
 def test_concurrent_requests_are_batched_and_captioned_as_if_alone(captioner):
     uploads = [encoded(noise(100 + index, 80 + index, 60), "PNG") for index in range(16)]
-    # Alone first: these also finish the dispatcher's calibration, which runs its first passes one by one.
     alone = [caption_of(captioner, data) for data in uploads]
     # Different images get different captions, so a caption handed to the wrong request would show.
     assert len(set(alone)) >= len(uploads) // 2, alone
-    passes_before = captioner.metric(BATCH_METRIC)
+    passes_before, dispatched_before = captioner.metric(BATCH_METRIC), captioner.metric(DISPATCHED_METRIC)
     with ThreadPoolExecutor(max_workers=len(uploads)) as pool:
         responses = list(pool.map(lambda data: post(captioner, data), uploads))
     passes = captioner.metric(BATCH_METRIC) - passes_before
+    assert captioner.metric(DISPATCHED_METRIC) > dispatched_before  # what waited went through the dispatcher
     assert [response.status_code for response in responses] == [200] * len(uploads), [r.text for r in responses]
     assert [response.json()["caption"] for response in responses] == alone
     assert passes < len(uploads), f"{len(uploads)} concurrent captions took {passes:.0f} forward passes"
+
+
+def test_a_lone_client_s_captions_start_at_once_not_through_the_dispatcher(captioner):
+    """With none other in flight a caption has nothing to batch with; the dispatcher's calibration would
+    hold two of a lone client's first dozen captions for seconds, waiting for a partner."""
+    passes_before, dispatched_before = captioner.metric(BATCH_METRIC), captioner.metric(DISPATCHED_METRIC)
+    for seed in range(3):
+        caption_of(captioner, encoded(noise(200 + seed), "PNG"))
+    assert captioner.metric(BATCH_METRIC) - passes_before == 3
+    assert captioner.metric(DISPATCHED_METRIC) == dispatched_before
 
 
 def truncated_png() -> bytes:
