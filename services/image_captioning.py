@@ -14,9 +14,10 @@ A request goes through two steps:
    hold up the model;
 2. with no other caption in flight, the pass starts at once; otherwise it calls `caption_batch` through
    the service's own client (`self.to_async`), and BentoML's dispatcher merges the images of concurrent
-   requests into one `generate` call (up to CAPTION_MAX_BATCH_SIZE). Captions are decoded deterministically (greedy, no sampling), so an image gets
-   the same caption alone or in a batch; `genmedia.caption_decoding` runs stock `generate` with the image's
-   cross-attention keys and values computed once per caption instead of once per token.
+   requests into one `generate` call (up to CAPTION_MAX_BATCH_SIZE). Captions are decoded
+   deterministically (greedy, no sampling), so an image gets the same caption alone or in a batch;
+   `genmedia.caption_decoding` runs stock `generate` with the image's cross-attention keys and values
+   computed once per caption instead of once per token.
 """
 
 import asyncio
