@@ -171,16 +171,7 @@ class TextToImage:
         series = [image.resolved(self.defaults) for image in request.series(count)]
         keys = [image.content_key(self.version) for image in series]
         results = [
-            ImageResult(
-                file_key=key,
-                public_url=self.outputs.public_url(key),
-                seed=image.seed,
-                width=image.width,
-                height=image.height,
-                format=image.format,
-                model=self.version,
-                cached=True,
-            )
+            ImageResult.stored(image, key, self.outputs.public_url(key), self.version)
             for image, key in zip(series, keys, strict=True)
         ]
         missing = [index for index, key in enumerate(keys) if not await self.outputs.find(key, where="service")]

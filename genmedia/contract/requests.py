@@ -190,6 +190,20 @@ class ImageResult(BaseModel):
     model: str = Field(description="The model version that made it (its model-store tag).")
     cached: bool = Field(description="True when answered from storage without generating.")
 
+    @classmethod
+    def stored(cls, image: ImageRequest, file_key: str, public_url: str, model: str) -> ImageResult:
+        """The answer for the image `image` asks for, as stored under `file_key` (`cached` until made now)."""
+        return cls(
+            file_key=file_key,
+            public_url=public_url,
+            seed=image.seed,
+            width=image.width,
+            height=image.height,
+            format=image.format,
+            model=model,
+            cached=True,
+        )
+
 
 class SpeechResult(BaseModel):
     file_key: str = Field(description="The audio's key in storage (content-addressed).")

@@ -112,16 +112,7 @@ class Gateway:
             keys = [image.resolved(defaults).content_key(version) for image in series]
             if all([await self.images.find(key, where="gateway") for key in keys]):
                 return [
-                    ImageResult(
-                        file_key=key,
-                        public_url=self.images.public_url(key),
-                        seed=image.seed,
-                        width=image.width,
-                        height=image.height,
-                        format=image.format,
-                        model=version,
-                        cached=True,
-                    )
+                    ImageResult.stored(image, key, self.images.public_url(key), version)
                     for image, key in zip(series, keys, strict=True)
                 ]
         first = series[0].model_dump()
