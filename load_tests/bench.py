@@ -29,8 +29,8 @@ Method. The machine may be shared and its speed drifts, so each row is at least 
 measurements, interleaved (A B, B A, A B, ...) after a warm-up of each side, and the two sides of a pair
 never run at the same time. Each pair gives a ratio; a row's ratio is the median of its pairs (the row is
 met when the median is), shown with their min–max; A and B are each side's median. Peak RSS is sampled
-(psutil, every 0.1 s, summed over a process and its descendants). The whole run is sized to finish within
-20 minutes on 2 CPU cores.
+(psutil, every 0.1 s, summed over a process and its descendants). The whole run was sized to finish within
+20 minutes on 2 CPU cores where a bench image takes ~6 s; where one takes 15 s it takes about 50 (RESULTS.md).
 
 Model stores. BENTOML_HOMEs under `.data/bench-store`, built on the first run and reused (the importer
 skips what is already there): `images` holds the bench text-to-image with tiny speech and captioning models
