@@ -7,7 +7,8 @@ initialisation. A diffusers pipeline and its scheduler are not safe to share bet
 other threads, so the GPU starts the next image while the previous one is written out. Several images of one
 prompt (`/generate_images`, the gateway's `n`) are one batched pipeline call with a generator per image, which
 on a GPU costs far less than one call each. Each image is checked by the safety checker (`genmedia.safety`) on
-the same thread and device before it is encoded; a flagged one is withheld (422), a marker stored in its place.
+the same thread and device, in the same task as its denoising, before it is encoded; a flagged one is withheld
+(422), a marker stored in its place.
 
 `/generate_image_progress` is the same generation answered as a stream of JSON lines, one after each
 denoising step, for the gateway's jobs to report progress; a caller that goes away (a canceled job) stops
@@ -75,8 +76,7 @@ class TextToImage:
         if self.device == "cuda":
             # Lazy CUDA initialisation would otherwise land on the first user. On the thread that serves
             # requests: on a CPU a warm-up buys nothing and a second thread would start a second OpenMP team.
-            [warm_up] = self.denoiser.submit(self.denoise, [WARM_UP.resolved(self.defaults)]).result()
-            self.denoiser.submit(self.flagged, warm_up).result()
+            self.denoiser.submit(self.denoise_and_check, [WARM_UP.resolved(self.defaults)]).result()
         self.outputs.start_draining(get_settings().spool_drain_interval_s)
         logger.info(
             "text-to-image %s (source %s) ready on %s/%s in %.1f s",
@@ -111,6 +111,22 @@ class TextToImage:
         watched = {"callback_on_step_end": step_ended} if on_step is not None else {}
         arguments = series[0].pipeline_arguments()
         return self.pipeline(**arguments, num_images_per_prompt=len(series), generator=generators, **watched).images
+
+    def denoise_and_check(
+        self,
+        series: list[ImageRequest],
+        on_step: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> tuple[list, list[bool]]:
+        """`denoise`, then whether the safety checker withholds each image (none checked once stopped).
+
+        One task on the denoise thread: a check submitted as a task of its own would queue behind every
+        request that queued meanwhile, so under load each image would wait for all of theirs to denoise.
+        """
+        images = self.denoise(series, on_step, stop)
+        if stop is not None and stop.is_set():
+            return images, []
+        return images, [self.flagged(image) for image in images]
 
     def flagged(self, image) -> bool:
         """Whether the safety checker withholds `image`; False when it is off."""
@@ -179,8 +195,8 @@ class TextToImage:
             return results
 
         started = time.perf_counter()
-        images = await asyncio.get_running_loop().run_in_executor(
-            self.denoiser, self.denoise, [series[index] for index in missing], on_step, stop
+        images, flags = await asyncio.get_running_loop().run_in_executor(
+            self.denoiser, self.denoise_and_check, [series[index] for index in missing], on_step, stop
         )
         if stop is not None and stop.is_set():
             metrics().generations_stopped.labels(TEXT_TO_IMAGE).inc()
@@ -188,8 +204,8 @@ class TextToImage:
         metrics().generation_seconds.labels(TEXT_TO_IMAGE).observe(time.perf_counter() - started)
         metrics().outputs_generated.labels(TEXT_TO_IMAGE).inc(len(missing))
         withheld = 0
-        for index, image in zip(missing, images, strict=True):
-            if await asyncio.get_running_loop().run_in_executor(self.denoiser, self.flagged, image):
+        for index, image, flagged in zip(missing, images, flags, strict=True):
+            if flagged:
                 metrics().outputs_withheld.labels(TEXT_TO_IMAGE).inc()
                 logger.info("withheld %s: flagged by the safety checker", keys[index])
                 await self.outputs.withhold(keys[index])

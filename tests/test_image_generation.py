@@ -268,3 +268,53 @@ def test_a_progress_stream_whose_caller_goes_away_stops_and_stores_nothing(image
         time.sleep(0.2)
     assert image_service.metric("genmedia_outputs_generated_total") == generated
     assert generate(image_service, **request).json()["cached"] is False, "the stopped image was not stored"
+
+
+# In a process of its own, as `bentoml serve` would run it: when the first request's last denoising step
+# ends, another task takes the denoise thread (as a queued request's denoising would) and holds it until
+# the first request has answered or a minute has passed.
+ANSWERED_WHILE_QUEUED = """
+import asyncio, json, threading
+from genmedia.contract.requests import ImageRequest
+from services.text_to_image import TextToImage
+
+service = TextToImage.inner()
+request = ImageRequest(prompt="a red fox", width=64, height=64, steps=2, seed=7)
+held = threading.Event()
+release = threading.Event()
+
+def hold_the_thread(step):
+    if step == 2 and not held.is_set():
+        held.set()
+        service.denoiser.submit(release.wait, 60)
+
+async def main():
+    work = asyncio.ensure_future(service.make_images(request, 1, hold_the_thread))
+    done, _ = await asyncio.wait({work}, timeout=60)
+    release.set()
+    print(json.dumps({"answered_while_held": bool(done), "stored": [r.file_key for r in await work]}))
+
+asyncio.run(main())
+"""
+
+
+def test_an_image_is_checked_and_answered_without_waiting_for_requests_queued_behind_it(tiny_store, tmp_path):
+    """Its safety check runs in the same task as its denoising, not as a task queued behind later ones."""
+    result = subprocess.run(
+        [sys.executable, "-c", ANSWERED_WHILE_QUEUED],
+        env=base_env(
+            tiny_store,
+            SAFETY_CHECKER="on",
+            LOCAL_STORAGE_DIR=str(tmp_path / "files"),
+            SPOOL_DIR=str(tmp_path / "spool"),
+        ),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["answered_while_held"], answer
+    [key] = answer["stored"]
+    assert (tmp_path / "files" / key).is_file()
