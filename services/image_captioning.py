@@ -61,7 +61,7 @@ MAX_BATCH_SIZE = get_settings().caption_max_batch_size
 MAX_LATENCY_MS = 90_000
 
 
-# What `caption_batch` takes from outside: PNGs the size of a model input (`model_input` sends PNGs of the
+# What `caption_batch` takes from outside: PNGs the size of a model input (`batch_input` sends PNGs of the
 # processor's size, 384² for BLIP), not photos, so a batch of MAX_BATCH_SIZE stays a few megabytes decoded.
 BATCH_IMAGE_FORMAT = "PNG"
 MAX_BATCH_IMAGE_PIXELS = 1024 * 1024
@@ -141,22 +141,17 @@ class ImageCaptioning:
         return [caption.strip() for caption in self.captioner.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def model_input(self, path: Path) -> Image.Image:
-        """The upload, checked, upright, RGB and at the model's input size, as a PNG `caption_batch` can carry.
+        """The upload, checked, upright, RGB and at the model's input size.
 
         The processor would resize to this size with this filter anyway (PIL, no reducing gap), so the model
-        sees the same pixels; what crosses to the batch is a few hundred kilobytes, not a 40-megapixel photo.
+        sees the same pixels; what crosses to a batch is a few hundred kilobytes, not a 40-megapixel photo.
         """
         # A JPEG decodes at 1/2, 1/4 or 1/8 scale straight to about this size (square: EXIF may turn it).
         draft = None if self.input_size is None else (max(self.input_size),) * 2
         image = read_upload_image(path, draft_size=draft)
         if self.input_size is not None:
             image = image.resize(self.input_size, resample=self.resample, reducing_gap=None)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
-        # BentoML's client sends an image as the file it was opened from, read from where that file stands.
-        sendable = Image.open(buffer, formats=["PNG"])
-        buffer.seek(0)
-        return sendable
+        return image
 
     async def caption_pass(self, images: list[Image.Image]) -> list[str]:
         """One `describe` on the caption thread, measured."""
@@ -188,7 +183,7 @@ class ImageCaptioning:
             if alone:
                 [caption] = await self.caption_pass([picture])
             else:
-                [caption] = await self.to_async.caption_batch([picture])
+                [caption] = await self.to_async.caption_batch([await DECODES.run(batch_input, picture)])
         except BentoMLException as error:
             if int(error.error_code) not in (429, 503):
                 raise
@@ -200,6 +195,16 @@ class ImageCaptioning:
         finally:
             self.captions_in_flight -= 1
         return CaptionResult(caption=caption, model=self.version)
+
+
+def batch_input(image: Image.Image) -> Image.Image:
+    """A model input as a PNG `caption_batch` can carry (lossless: the model sees the same pixels)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=BATCH_IMAGE_FORMAT, compress_level=1)
+    # BentoML's client sends an image as the file it was opened from, read from where that file stands.
+    sendable = Image.open(buffer, formats=[BATCH_IMAGE_FORMAT])
+    buffer.seek(0)
+    return sendable
 
 
 def model_input_size(processor) -> tuple[tuple[int, int] | None, int]:
