@@ -10,10 +10,18 @@ import httpx
 FINAL_STATUSES = ("succeeded", "failed", "canceled")
 
 
-def submit(url: str, kind: str, body: dict, headers: dict, idempotency_key: str | None = None) -> httpx.Response:
+def submit(
+    url: str,
+    kind: str,
+    body: dict,
+    headers: dict,
+    idempotency_key: str | None = None,
+    client: httpx.Client | None = None,
+) -> httpx.Response:
+    """POST the job; through `client` where given (a benchmark's: `httpx.post` builds a client per call)."""
     if idempotency_key is not None:
         headers = {**headers, "Idempotency-Key": idempotency_key}
-    return httpx.post(f"{url}/jobs/{kind}", json=body, headers=headers, timeout=60)
+    return (client or httpx).post(f"{url}/jobs/{kind}", json=body, headers=headers, timeout=60)
 
 
 def get(url: str, job_id: str, headers: dict) -> httpx.Response:
@@ -34,11 +42,18 @@ def wait_for(url: str, job_id: str, headers: dict, statuses=FINAL_STATUSES, time
         time.sleep(0.2)
 
 
-def events(url: str, job_id: str, headers: dict, last_event_id: str | None = None, timeout_s: float = 180):
-    """Yield (event id, job) from the job's event stream until the server ends it."""
+def events(
+    url: str,
+    job_id: str,
+    headers: dict,
+    last_event_id: str | None = None,
+    timeout_s: float = 180,
+    client: httpx.Client | None = None,
+):
+    """Yield (event id, job) from the job's event stream until the server ends it (through `client`, as above)."""
     if last_event_id is not None:
         headers = {**headers, "Last-Event-ID": last_event_id}
-    with httpx.stream("GET", f"{url}/jobs/{job_id}/events", headers=headers, timeout=timeout_s) as response:
+    with (client or httpx).stream("GET", f"{url}/jobs/{job_id}/events", headers=headers, timeout=timeout_s) as response:
         assert response.status_code == 200, response.read().decode()
         assert response.headers["content-type"].startswith("text/event-stream")
         event_id, data = None, []
