@@ -32,8 +32,8 @@ Method. The machine may be shared and its speed drifts, so each row is at least 
 measurements, interleaved (A B, B A, A B, ...) after a warm-up of each side, and the two sides of a pair
 never run at the same time. Each pair gives a ratio; a row's ratio is the median of its pairs (the row is
 met when the median is), shown with their min–max; A and B are each side's median. Peak RSS is sampled
-(psutil, every 0.1 s, summed over a process and its descendants). The whole run was sized to finish within
-20 minutes on 2 CPU cores where a bench image takes ~6 s; where one takes 15 s it takes about 50 (RESULTS.md).
+(psutil, every 0.1 s, summed over a process and its descendants). On 2 CPU cores where a bench image takes
+~6 s (a plain matrix product ~120 GFLOPS) a run takes 25-26 minutes, longer on slower cores (RESULTS.md).
 
 Model stores. BENTOML_HOMEs under `.data/bench-store`, built on the first run and reused (the importer
 skips what is already there): `images` holds the bench text-to-image with tiny speech and captioning models
@@ -82,6 +82,7 @@ from typing import TypeVar
 import httpx
 import psutil
 
+from load_tests.bare import ONCE_REQUEST
 from services.image_captioning import CPUS as CAPTIONER_CPUS
 from testbed import jobs
 from testbed.serving import REPO_ROOT, Server, base_env
@@ -565,20 +566,19 @@ def bench_server(target: str, home: Path, directory: Path, **settings: str) -> S
 # --- The comparisons ----------------------------------------------------------------------------------------
 
 
-def read_into_page_cache(directory: Path) -> None:
-    """Read every file under `directory` once, so that both sides of a cold start load the weights from memory:
-    the kernel may have dropped them since the last run, and then only the first start would read the disk."""
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as file:
-                while file.read(1 << 24):
-                    pass
-
-
 def cold_start_and_memory(home: Path, model: StoredModel, work: Path, plan: Plan, seeds) -> list[Row]:
     """Serve the image service alone until its first image, then a bare process likewise; alternate."""
     cold, memory = Row.named("cold start"), Row.named("memory")
-    read_into_page_cache(Path(model.path))
+    if (ONCE_REQUEST["width"], ONCE_REQUEST["height"], ONCE_REQUEST["steps"]) != (SIDE, SIDE, STEPS):
+        raise BenchError(f"load_tests/bare.py's ONCE_REQUEST is not this bench's {SIDE}², {STEPS}-step request")
+    # An untimed bare start first: the kernel here drops idle page cache, and the first start of a run
+    # would otherwise alone read the weights and torch's libraries from disk (137 s against 14 s once).
+    log("cold start: warming the page cache with one untimed bare start")
+    warm_up = BarePipeline(home, model, work / "bare-cold-warm-up", work / "bare-cold-warm-up.log", once=True)
+    try:
+        warm_up.read_event()
+    finally:
+        warm_up.close()
     served_s, bare_s, served_rss, bare_rss, served_worker, bare_loaded_s = [], [], [], [], [], []
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
 
@@ -615,7 +615,7 @@ def cold_start_and_memory(home: Path, model: StoredModel, work: Path, plan: Plan
     cold.measured(served_s, bare_s)
     cold.samples = {"served s": served_s, "bare s": bare_s}
     cold.note = (
-        "served: the image service alone, from `bentoml serve` to its first 256² image; bare: from the process "
+        f"served: the image service alone, from `bentoml serve` to its first {SIDE}² image; bare: from the process "
         f"start to its first image, of which imports and loading took {median(bare_loaded_s):.1f} s"
     )
     memory.measured([value / 1e9 for value in served_rss], [value / 1e9 for value in bare_rss])
