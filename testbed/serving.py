@@ -45,6 +45,18 @@ def base_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_python(bentoml_home: Path, *arguments: str, **extra_env: str) -> subprocess.CompletedProcess:
+    """`python ARGUMENTS` in the repository, in the tests' environment on this store; output captured."""
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=REPO_ROOT,
+        env=base_env(bentoml_home, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def private_home(shared_home: Path, work_dir: Path) -> Path:
     """A BENTOML_HOME of one server's own that sees the shared store's models and bentos.
 

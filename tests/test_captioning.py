@@ -11,8 +11,6 @@ import io
 import json
 import random
 import socket
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -20,7 +18,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from testbed.serving import REPO_ROOT, Server, base_env
+from testbed.serving import Server, base_env, run_python
 from tests.test_uploads import png_header, scan_bomb
 
 BATCH_METRIC = "genmedia_caption_batch_size_count"  # every pass
@@ -268,14 +266,7 @@ print(json.dumps(threads))
 
 def test_the_warm_up_and_every_caption_run_on_the_one_caption_thread(tiny_store):
     """One thread computes, so the process keeps one OpenMP team (two would share the same two cores)."""
-    result = subprocess.run(
-        [sys.executable, "-c", ONE_THREAD_SCRIPT],
-        env=base_env(tiny_store, OMP_NUM_THREADS="1"),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(tiny_store, "-c", ONE_THREAD_SCRIPT, OMP_NUM_THREADS="1")
     assert result.returncode == 0, result.stderr[-3000:]
     threads = json.loads(result.stdout.splitlines()[-1])
     assert threads == ["caption_0"] * 3, threads

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image, ImageChops
 
-from testbed.serving import REPO_ROOT, Server, base_env
+from testbed.serving import Server, base_env, run_python
 from testbed.storage_server import FakeSupabaseStorage
 
 BUCKET = "images-test"
@@ -201,14 +199,7 @@ print(hashlib.sha256(encode_image(image, "png")).hexdigest())
 def test_a_single_image_is_byte_for_byte_an_unbatched_pipeline_call(image_service, tiny_store):
     answer = generate(image_service, width=64, height=64, seed=41).json()
     served = httpx.get(answer["public_url"], timeout=30).content
-    unbatched = subprocess.run(
-        [sys.executable, "-c", UNBATCHED, "41"],
-        cwd=REPO_ROOT,
-        env=base_env(tiny_store),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    unbatched = run_python(tiny_store, "-c", UNBATCHED, "41")
     assert unbatched.returncode == 0, unbatched.stderr[-2000:]
     assert hashlib.sha256(served).hexdigest() == unbatched.stdout.strip()
 
@@ -300,18 +291,13 @@ asyncio.run(main())
 
 def test_an_image_is_checked_and_answered_without_waiting_for_requests_queued_behind_it(tiny_store, tmp_path):
     """Its safety check runs in the same task as its denoising, not as a task queued behind later ones."""
-    result = subprocess.run(
-        [sys.executable, "-c", ANSWERED_WHILE_QUEUED],
-        env=base_env(
-            tiny_store,
-            SAFETY_CHECKER="on",
-            LOCAL_STORAGE_DIR=str(tmp_path / "files"),
-            SPOOL_DIR=str(tmp_path / "spool"),
-        ),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_python(
+        tiny_store,
+        "-c",
+        ANSWERED_WHILE_QUEUED,
+        SAFETY_CHECKER="on",
+        LOCAL_STORAGE_DIR=str(tmp_path / "files"),
+        SPOOL_DIR=str(tmp_path / "spool"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.splitlines()[-1])

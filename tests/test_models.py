@@ -8,8 +8,6 @@ never reach: only its offline failure and its choice of files are checked.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -31,7 +29,7 @@ from genmedia.model_loading import (
     pick_device,
 )
 from models.full import ImportFailed, weight_patterns
-from testbed.serving import REPO_ROOT, base_env
+from testbed.serving import run_python
 
 # What the gateway and the services read of each stored model, printed by a fresh process: `stored_model`
 # resolves the store from BENTOML_HOME once per process.
@@ -42,17 +40,6 @@ models = {role: stored_model(role) for role in ROLES}
 print(json.dumps({role: {"tag": str(model.tag), "labels": model.info.labels, "metadata": model.info.metadata,
                          "path": model.path} for role, model in models.items()}))
 """
-
-
-def run_python(home, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *arguments],
-        cwd=REPO_ROOT,
-        env=base_env(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
