@@ -154,11 +154,16 @@ class ImageCaptioning:
         return image
 
     async def caption_pass(self, images: list[Image.Image]) -> list[str]:
-        """One `describe` on the caption thread, measured."""
-        started = time.perf_counter()
-        captions = await asyncio.get_running_loop().run_in_executor(self.describer, self.describe, images)
+        """One `describe` on the caption thread, timed there: a pass may wait in its queue behind another."""
+
+        def timed_describe() -> list[str]:
+            started = time.perf_counter()
+            captions = self.describe(images)
+            metrics().generation_seconds.labels(IMAGE_CAPTIONING).observe(time.perf_counter() - started)
+            return captions
+
+        captions = await asyncio.get_running_loop().run_in_executor(self.describer, timed_describe)
         metrics().caption_batch_size.observe(len(images))
-        metrics().generation_seconds.labels(IMAGE_CAPTIONING).observe(time.perf_counter() - started)
         metrics().outputs_generated.labels(IMAGE_CAPTIONING).inc(len(images))
         return captions
 

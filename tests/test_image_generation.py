@@ -304,3 +304,57 @@ def test_an_image_is_checked_and_answered_without_waiting_for_requests_queued_be
     assert answer["answered_while_held"], answer
     [key] = answer["stored"]
     assert (tmp_path / "files" / key).is_file()
+
+
+# In a process of its own, like the test above: a task queued on the denoise thread ahead of the request
+# moves a fake clock of the image service's on by HELD_S once the request waits behind it.
+QUEUE_WAIT_NOT_MODEL_TIME = """
+import asyncio, json, threading, time, types
+from concurrent.futures import ThreadPoolExecutor
+import prometheus_client
+import services.text_to_image as image_service
+from genmedia.contract.requests import ImageRequest
+
+HELD_S = 1000.0
+clock = types.SimpleNamespace(offset=0.0)
+image_service.time = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock.offset)
+queued = threading.Event()
+
+class WatchedDenoiser(ThreadPoolExecutor):
+    def submit(self, function, *args, **kwargs):
+        future = super().submit(function, *args, **kwargs)
+        if getattr(function, "__name__", "") == "denoise_and_check":
+            queued.set()
+        return future
+
+service = image_service.TextToImage.inner()
+service.denoiser = WatchedDenoiser(max_workers=1, thread_name_prefix="denoise")
+
+def ahead_of_the_request():
+    queued.wait(60)
+    clock.offset += HELD_S
+
+service.denoiser.submit(ahead_of_the_request)
+asyncio.run(service.make_images(ImageRequest(prompt="a red fox", width=64, height=64, steps=1, seed=5), 1))
+labels = {"capability": "text-to-image"}
+print(json.dumps({
+    "queued": queued.is_set(),
+    "calls": prometheus_client.REGISTRY.get_sample_value("genmedia_generation_seconds_count", labels),
+    "seconds": prometheus_client.REGISTRY.get_sample_value("genmedia_generation_seconds_sum", labels),
+}))
+"""
+
+
+def test_the_model_time_of_a_call_leaves_out_its_wait_in_the_denoise_queue(tiny_store, tmp_path):
+    """`genmedia_generation_seconds` is timed on the denoise thread, not around the wait for it."""
+    result = run_python(
+        tiny_store,
+        "-c",
+        QUEUE_WAIT_NOT_MODEL_TIME,
+        LOCAL_STORAGE_DIR=str(tmp_path / "files"),
+        SPOOL_DIR=str(tmp_path / "spool"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["queued"] and answer["calls"] == 1, answer
+    assert answer["seconds"] < 1000, f"the 1000 s the request waited in the queue were timed: {answer}"
