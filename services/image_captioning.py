@@ -42,7 +42,7 @@ from genmedia.cpu_allocator import keep_freed_memory
 from genmedia.metrics import metrics
 from genmedia.model_loading import IMAGE_CAPTIONING, load_image_captioner
 from genmedia.settings import get_settings
-from services import ONE_LASTING_CONNECTION
+from services import ONE_LASTING_CONNECTION, ONE_MALLOC_ARENA
 
 CPUS = 2
 # Greedy decoding: deterministic, and on a CPU beam search would cost as many decoder passes as beams. A
@@ -96,6 +96,7 @@ BatchImage = Annotated[Image.Image, WrapValidator(within_upload_rules)]
     # The timeout covers MAX_LATENCY_MS; each caption holds two slots, its own request and its `caption_batch`.
     traffic={"timeout": 120, "concurrency": 8, "max_concurrency": 64},
     runner_connection=ONE_LASTING_CONNECTION,
+    envs=ONE_MALLOC_ARENA,
 )
 class ImageCaptioning:
     model = bentoml.models.BentoModel(f"{IMAGE_CAPTIONING}:latest")

@@ -34,7 +34,7 @@ from genmedia.metrics import metrics
 from genmedia.model_loading import SAFETY_CHECKER, TEXT_TO_IMAGE, load_safety_checker, load_text_to_image, pick_device
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
-from services import ONE_LASTING_CONNECTION
+from services import ONE_LASTING_CONNECTION, ONE_MALLOC_ARENA
 
 ENCODE_OPTIONS = {"png": {"optimize": False}, "webp": {"quality": 90}, "jpeg": {"quality": 92}}
 WARM_UP = ImageRequest(prompt="warm-up", width=64, height=64, steps=1, seed=0)
@@ -55,6 +55,7 @@ def encode_image(image, format: str) -> bytes:
     # A request may wait for a cold start (minutes on BentoCloud) and queue behind other generations.
     traffic={"timeout": 600, "concurrency": 4, "max_concurrency": 32},
     runner_connection=ONE_LASTING_CONNECTION,
+    envs=ONE_MALLOC_ARENA,
 )
 class TextToImage:
     model = bentoml.models.BentoModel(f"{TEXT_TO_IMAGE}:latest")

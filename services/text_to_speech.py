@@ -29,7 +29,7 @@ from genmedia.model_loading import TEXT_TO_SPEECH, load_text_to_speech, pick_dev
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
 from genmedia.text_chunks import split_for_speech
-from services import ONE_LASTING_CONNECTION
+from services import ONE_LASTING_CONNECTION, ONE_MALLOC_ARENA
 
 # Silence between two pieces of a long text: about a sentence break when read aloud.
 PAUSE_S = 0.25
@@ -46,6 +46,7 @@ MAX_PIECE_S = 30.0
     # A request may wait for a cold start (minutes on BentoCloud) and queue behind other generations.
     traffic={"timeout": 600, "concurrency": 4, "max_concurrency": 32},
     runner_connection=ONE_LASTING_CONNECTION,
+    envs=ONE_MALLOC_ARENA,
 )
 class TextToSpeech:
     model = bentoml.models.BentoModel(f"{TEXT_TO_SPEECH}:latest")
