@@ -10,6 +10,8 @@ in the heap and the faults go (about 100 a caption); a pass reads the same data 
 floats. The peak memory is what the largest pass needs either way; the process keeps it instead of
 handing it back between passes, which a service that runs the next pass soon wants. Where the allocator
 is not glibc's, nothing changes. On a GPU the activations live in CUDA's caching allocator already.
+This holds for blocks over 64 MiB on a thread other than the main one only within the main arena, which
+the services' workers keep to (`services.ONE_MALLOC_ARENA`, an environment variable glibc reads at start).
 
 A hand-written `ctypes` call to `mallopt(3)`, because glibc reads the `MALLOC_*_` environment variables only
 when a process starts, before a service's code can set them, and `bentoml serve` starts the workers.
