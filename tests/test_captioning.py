@@ -152,6 +152,15 @@ def test_a_scan_bomb_jpeg_is_refused_in_under_a_second_of_cpu(captioner):
     assert cpu_s < 1.0, f"the refusal cost {cpu_s:.2f} CPU-s"
 
 
+def test_the_worker_keeps_to_the_one_malloc_arena_the_service_sets(captioner):
+    # bentoml serve's CLI process does not have it: only the service's envs can give it to the worker.
+    cli = psutil.Process(captioner.process.pid)
+    assert "MALLOC_ARENA_MAX" not in cli.environ()
+    workers = [child for child in cli.children(recursive=True) if "_bentoml_impl.worker" in " ".join(child.cmdline())]
+    assert workers, [child.cmdline() for child in cli.children(recursive=True)]
+    assert [worker.environ().get("MALLOC_ARENA_MAX") for worker in workers] == ["1"] * len(workers)
+
+
 @pytest.mark.parametrize("field", ["file", "Image", "image[]"])
 def test_a_file_under_another_field_name_gets_400(captioner, field):
     data = encoded(noise(5), "PNG")
