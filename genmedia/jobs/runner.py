@@ -17,7 +17,7 @@ import inspect
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from genmedia import logger
@@ -55,14 +55,23 @@ class Progress:
         if not await self.store.report(self.job_id, self.runner, stage=stage, progress=progress):
             raise JobLost(self.job_id)
 
-    async def watch(self, service, name: str, call: Awaitable[Any]) -> Any:
-        """Await a model service `call`, saying whether `service` is still starting or already working."""
-        work = asyncio.ensure_future(call)
+    async def watch(self, service, name: str, call: Coroutine[Any, Any, Any]) -> Any:
+        """Await a model service `call`, saying whether `service` is still starting or already working.
+
+        A ready service is told so before the call starts: the probe and the report, made while it works,
+        would take CPU from a model running on the same cores (a 128² CPU image took 90 ms longer)."""
+        if await is_ready(service):
+            try:
+                await self.report(f"{name} is working")
+            except JobLost:
+                call.close()  # never started
+                raise
+            return await call
+        work = asyncio.ensure_future(call)  # the call is what wakes a service scaled to zero
         try:
-            if not await is_ready(service):
-                await self.report(f"waiting for {name} to start")
-                while not work.done() and not await is_ready(service):
-                    await asyncio.wait({work}, timeout=2.0)
+            await self.report(f"waiting for {name} to start")
+            while not work.done() and not await is_ready(service):
+                await asyncio.wait({work}, timeout=2.0)
             if not work.done():
                 await self.report(f"{name} is working")
             return await work
