@@ -65,7 +65,7 @@ lint: setup
 .PHONY: bench load
 
 # How close serving comes to the bare model (real model sizes, random weights): prints the table and writes
-# load_tests/RESULTS.md (25-26 minutes on 2 cores). The first run builds the bench models into
+# load_tests/RESULTS.md (10-11 minutes on 2 cores). The first run builds the bench models into
 # .data/bench-store (~7 GB, a few minutes).
 bench: setup
 	$(PY) -m load_tests.bench

@@ -29,7 +29,7 @@ from pathlib import Path
 STARTED = time.perf_counter()
 
 # What `--once` generates: bench.py's request (its PROMPT, SIDE and STEPS), with a seed of its own.
-ONCE_REQUEST = {"prompt": "a lighthouse at dawn", "width": 256, "height": 256, "steps": 1, "guidance_scale": 0.0}
+ONCE_REQUEST = {"prompt": "a lighthouse at dawn", "width": 128, "height": 128, "steps": 1, "guidance_scale": 0.0}
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """`make bench`: how close serving comes to the bare model (issues #9 and #18).
 
 Every row of the table is a ratio A ÷ B of two things measured here, on 127.0.0.1, with the `bench` profile
-(the real models' sizes, random weights: `models/bench.py`), images at 256 x 256 and one step:
+(the real models' sizes, random weights: `models/bench.py`), images at 128 x 128 and one step:
 
 - serving overhead (target ≤ 1.05): `/generate_image` seconds through the gateway, end to end ÷ the bare
   pipeline's for the same request in a plain process (`load_tests/bare.py`: the same loader, generation, PNG
@@ -100,7 +100,9 @@ IMAGE_SERVICE = "services.text_to_image:TextToImage"
 CAPTIONER = "services.image_captioning:ImageCaptioning"
 
 PROMPT = "a lighthouse at dawn"
-SIDE = 256
+# The serving rows compare the same pipeline call on both sides; 128² keeps a full run near 10 minutes on
+# 2 cores (25 at 256²), and shows the per-request costs of serving that a longer call would hide.
+SIDE = 128
 STEPS = 1
 IMAGE_CLIENTS = 4
 CAPTION_CLIENTS = 8
