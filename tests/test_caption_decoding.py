@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from genmedia.caption_decoding import CaptionDecoder, ProjectionOncePerCaption
+from genmedia.caption_decoding import ProjectionOncePerCaption
+from genmedia.cpu_captioning import cpu_caption_decoder
 from genmedia.model_loading import load_image_captioner
 from models import bench, tiny
 from services.image_captioning import MAX_NEW_TOKENS, NUM_BEAMS
@@ -98,7 +99,7 @@ def bench_blip(tmp_path_factory):
 def stock_and_cached(directory):
     stock = load_image_captioner(directory, "cpu", torch.float32)
     served = load_image_captioner(directory, "cpu", torch.float32)
-    return stock, served, CaptionDecoder(served.model)
+    return stock, served, cpu_caption_decoder(served.model)
 
 
 @contextlib.contextmanager
