@@ -3,8 +3,8 @@
 Nearly all of a caption on a CPU is linear layers: the vision encoder's (compute-bound, 577 image tokens for
 BLIP at 384 px) and the text decoder's, one token at a time (bound by reading the weights from memory).
 PyTorch runs `nn.Linear` on MKL, which packs the weight into its blocked layout at every call and whose
-one-row product reads weights at about half the memory's speed (12.6 GB/s against oneDNN's 26.4 GB/s and a
-plain sum's 36.6 GB/s, 2 threads, measured here; `load_tests/RESULTS.md`). `PackedLinear` runs the same
+one-row product reads weights at about half oneDNN's speed (9–13 GB/s against 17–26 GB/s, and 28–50 GB/s
+for a plain sum over the same bytes, 2 threads, measured here; `load_tests/RESULTS.md`). `PackedLinear` runs the same
 product on oneDNN, the library PyTorch's own compiler (inductor's weight freezing) uses for CPU linears, with
 the weight reordered once at load into the layout oneDNN picks for the expected number of rows; the dense
 weight is dropped, so memory stays what it was. On the BLIP encoder two more changes cost nothing in

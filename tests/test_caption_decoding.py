@@ -1,8 +1,9 @@
 """`genmedia.caption_decoding`: the captions of stock `generate`, token for token, with the image projected once.
 
 Each test loads a captioner twice from the same directory: one copy stays stock, the other gets a
-`CaptionDecoder`. Models: the tiny BLIP of the `tiny` profile, a tiny ViT-GPT2 built here (hidden sizes that
-differ, so it has an encoder-to-decoder projection too), and the `bench` profile's BLIP-base-sized captioner,
+`CaptionDecoder` as the service builds it (`cpu_caption_decoder`: its linears on oneDNN too). Models: the
+tiny BLIP of the `tiny` profile, a tiny ViT-GPT2 built here (hidden sizes that differ, so it has an
+encoder-to-decoder projection too), and the `bench` profile's BLIP-base-sized captioner,
 the size that serving runs on a CPU (~1 GB written and a few seconds per stock caption: a handful of images).
 """
 
