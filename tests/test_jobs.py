@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import time
 
 import httpx
 import pytest
@@ -187,6 +188,29 @@ def test_cancel_of_a_queued_job_a_running_job_and_a_finished_job(composition):
     assert discarded["status"] == "canceled" and discarded["result"] is None
     again = httpx.post(f"{composition.url}/jobs/{finished[0]['id']}/cancel", headers=AUTH, timeout=30)
     assert again.status_code == 409 and "already succeeded" in again.json()["error"]
+
+
+def test_cancel_of_a_running_image_job_stops_its_denoising_and_stores_nothing(composition):
+    image_service = composition.process("TextToImage")
+    stopped = composition.metric("genmedia_generations_stopped_total")
+    generated = composition.generated("images")
+    job = jobs.submit(composition.url, "generate_image", image_body(width=256, height=256, steps=100), AUTH).json()
+    for _, seen in jobs.events(composition.url, job["id"], AUTH):
+        if (seen["stage"] or "").startswith("denoising"):
+            break
+    image_service.send_signal(signal.SIGSTOP)  # held still, so the cancel lands with most steps to go
+    try:
+        canceled = httpx.post(f"{composition.url}/jobs/{job['id']}/cancel", headers=AUTH, timeout=30)
+    finally:
+        image_service.send_signal(signal.SIGCONT)
+
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    deadline = time.monotonic() + 300
+    while composition.metric("genmedia_generations_stopped_total") == stopped:
+        assert time.monotonic() < deadline, "the image service denoised on after its job was canceled"
+        time.sleep(0.2)
+    assert composition.generated("images") == generated
+    assert jobs.get(composition.url, job["id"], AUTH).json()["result"] is None
 
 
 def test_a_burst_of_1000_jobs_waits_in_the_store_not_on_the_image_service(composition):

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from genmedia import logger
@@ -78,11 +77,9 @@ class Progress:
         finally:
             work.cancel()  # when a report found the job lost; a no-op once it is done
 
-    async def follow(self, stream, result_type: type[Result]) -> Result:
+    async def follow(self, stream: AsyncGenerator[str, None], result_type: type[Result]) -> Result:
         """Read a model service's progress stream (JSON lines: `{"step", "steps"}`, then `{"result"}` or
         `{"error"}`), reporting each step; returns the result."""
-        if inspect.isawaitable(stream):
-            stream = await stream
         pending = ""
         # Closed on the way out, also when the job is lost: the service sees its caller go and stops.
         async with contextlib.aclosing(stream):

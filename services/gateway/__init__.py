@@ -37,7 +37,7 @@ from genmedia.model_loading import TEXT_TO_IMAGE, TEXT_TO_SPEECH
 from genmedia.outputs import OutputStore
 from genmedia.settings import get_settings
 from services.gateway.access import AccessGuard, AddressCheck, Cors
-from services.gateway.backends import forward, served_model
+from services.gateway.backends import forward, served_model, stream_lines
 from services.gateway.docs import ApiDocs
 from services.gateway.files import files_app
 from services.gateway.jobs import jobs_app, run_jobs
@@ -117,11 +117,12 @@ class Gateway:
                 ]
         first = series[0].model_dump()
         if progress is not None:
-            stream = self.text_to_image.to_async.generate_image_progress
             answer = forward(
                 "TextToImage",
                 "Image generation",
-                lambda: progress.follow(stream(first), ImageResult),
+                lambda: progress.follow(
+                    stream_lines(self.text_to_image, "generate_image_progress", first), ImageResult
+                ),
                 self.settings.backend_timeout_s,
             )
             return [await progress.watch(self.text_to_image, "the image service", answer)]
