@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -80,7 +80,7 @@ async def call_while_restarting(call: Callable[[], Awaitable[Result]]) -> Result
         delay_s = min(2 * delay_s, RECONNECT_MAX_DELAY_S)
 
 
-async def stream_lines(service: Any, route_name: str, body: dict) -> AsyncIterator[str]:
+async def stream_lines(service: Any, route_name: str, body: dict) -> AsyncGenerator[str, None]:
     """The lines a model service's streaming route answers to `body`, read over BentoML's own session to it.
 
     Not through the proxy's route method: BentoML 1.4.39's client never releases a stream's aiohttp response
