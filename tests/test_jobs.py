@@ -14,7 +14,16 @@ import httpx
 import pytest
 
 from testbed import jobs
-from testbed.composition import API_KEY, AUTH, IMAGE_MAX_CONCURRENCY, Composition, FaultyStorage, MemoryWatch, new_seed
+from testbed.composition import (
+    API_KEY,
+    AUTH,
+    IMAGE_MAX_CONCURRENCY,
+    Composition,
+    FaultyStorage,
+    MemoryWatch,
+    Suspended,
+    new_seed,
+)
 
 OTHER_KEY = "jobs-other-key-Hk29sLq"
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
@@ -166,8 +175,7 @@ def test_a_job_is_visible_only_to_the_key_that_made_it(composition):
 def test_cancel_of_a_queued_job_a_running_job_and_a_finished_job(composition):
     image_service = composition.process("TextToImage")
     bodies = [image_body() for _ in range(JOB_CONCURRENCY + 1)]
-    image_service.send_signal(signal.SIGSTOP)  # held still: the first JOB_CONCURRENCY jobs run, the last waits
-    try:
+    with Suspended(image_service):  # held still: the first JOB_CONCURRENCY jobs run, the last waits
         submitted = [jobs.submit(composition.url, "generate_image", body, AUTH).json() for body in bodies]
         running = [jobs.wait_for(composition.url, job["id"], AUTH, statuses=("running",)) for job in submitted[:-1]]
         queued = jobs.get(composition.url, submitted[-1]["id"], AUTH).json()
@@ -175,8 +183,6 @@ def test_cancel_of_a_queued_job_a_running_job_and_a_finished_job(composition):
 
         canceled_queued = httpx.post(f"{composition.url}/jobs/{queued['id']}/cancel", headers=AUTH, timeout=30)
         canceled_running = httpx.post(f"{composition.url}/jobs/{running[0]['id']}/cancel", headers=AUTH, timeout=30)
-    finally:
-        image_service.send_signal(signal.SIGCONT)
 
     assert canceled_queued.status_code == 200 and canceled_queued.json()["status"] == "canceled"
     assert canceled_running.status_code == 200 and canceled_running.json()["status"] == "canceled"
@@ -198,11 +204,8 @@ def test_cancel_of_a_running_image_job_stops_its_denoising_and_stores_nothing(co
     for _, seen in jobs.events(composition.url, job["id"], AUTH):
         if (seen["stage"] or "").startswith("denoising"):
             break
-    image_service.send_signal(signal.SIGSTOP)  # held still, so the cancel lands with most steps to go
-    try:
+    with Suspended(image_service):  # held still, so the cancel lands with most steps to go
         canceled = httpx.post(f"{composition.url}/jobs/{job['id']}/cancel", headers=AUTH, timeout=30)
-    finally:
-        image_service.send_signal(signal.SIGCONT)
 
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     deadline = time.monotonic() + 300
